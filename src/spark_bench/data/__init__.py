@@ -1,0 +1,48 @@
+"""Benchmark samples: loading, generation, and what each task officially needs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from spark_bench.data import ruler
+from spark_bench.data.sample import Sample
+
+__all__ = ["Sample", "load_samples", "max_new_tokens", "uses_chat_template"]
+
+log = logging.getLogger(__name__)
+
+
+def load_samples(
+    dataset: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int, max_samples: int | None
+) -> list[Sample]:
+    """The samples of ``dataset.tasks``, at most ``max_samples`` per task, in a stable order."""
+    name = dataset["name"]
+    if name != "ruler":
+        raise ValueError(f"dataset {name!r} has no loader yet; available: ['ruler']")
+    per_task = dataset["num_samples"] if max_samples is None else min(max_samples, dataset["num_samples"])
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+
+    samples: list[Sample] = []
+    for task in dataset["tasks"]:
+        samples += ruler.generate(task, per_task, dataset["context_length"], count_tokens, seed)
+    log.info("%d samples from %s (%s)", len(samples), name, ", ".join(dataset["tasks"]))
+    return samples
+
+
+def max_new_tokens(benchmark: str, task: str) -> int:
+    """The official generation length of a task."""
+    if benchmark == "ruler" and task in ruler.NIAH_TASKS:
+        return ruler.TOKENS_TO_GENERATE
+    raise ValueError(f"unknown task {task!r} for benchmark {benchmark!r}")
+
+
+def uses_chat_template(benchmark: str, task: str) -> bool:
+    """Whether the task's prompt is wrapped in the model's chat template (kvpress applies it to RULER)."""
+    max_new_tokens(benchmark, task)  # validates the names
+    return True
