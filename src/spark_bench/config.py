@@ -1,0 +1,199 @@
+"""Check a composed run config before anything heavy happens, and derive what the run is.
+
+Every check here runs before a model loads, so a typo costs a second, not a model load.
+Hydra itself rejects unknown group choices (``press=nosuch``) with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from spark_bench.data import ruler
+
+# The top-level knobs of conf/config.yaml that presses read through interpolation.
+RATIO_KNOBS = ("compression_ratio", "key_ratio", "value_ratio")
+PRESS_KNOBS = ("compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery", "window_size")
+RECOVERY_CHOICES = ("none", "mean", "exponential", "normal")
+# The interpolation presses use for their token ratio; it stands for both token-budget knobs.
+PRESS_RATIO_KEY = "press_ratio"
+# Benchmarks the runner can load, each with its task list.
+BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {"ruler": ruler.TASKS}
+GROUPS = ("model", "press", "dataset", "logger")
+
+
+class ConfigError(ValueError):
+    """A run config that cannot run; the message names the value and what is valid."""
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the config tree uses; idempotent."""
+    if not OmegaConf.has_resolver("sb.coalesce"):
+        # ${sb.coalesce:a,b}: the first non-null argument (OmegaConf's oc.select keeps a null).
+        OmegaConf.register_new_resolver(
+            "sb.coalesce", lambda *values: next((v for v in values if v is not None), None)
+        )
+
+
+register_resolvers()
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is, derived from its config: names, the knobs that apply, its identity."""
+
+    model: str
+    press: str
+    dataset: str
+    logger: str
+    tasks: tuple[str, ...]
+    knobs: dict[str, Any]  # every press knob; null where the chosen press does not use it
+    config_hash: str
+
+
+def choices(cfg: DictConfig) -> dict[str, str]:
+    """The group choices (``press=snapkv``) of a composed config.
+
+    Hydra records them in its runtime config; a config composed in Python without it
+    (``compose(return_hydra_config=False)``) falls back to the ``name`` fields.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        runtime = HydraConfig.get().runtime.choices
+    elif "hydra" in cfg:
+        runtime = cfg.hydra.runtime.choices
+    else:
+        runtime = {}
+    out = {}
+    for group in GROUPS:
+        name = runtime.get(group)
+        if name is None:
+            name = OmegaConf.select(cfg, f"{group}.name")
+        if name is None:
+            raise ConfigError(
+                f"cannot tell which {group} this config chose (no Hydra runtime, no {group}.name)"
+            )
+        out[group] = str(name)
+    return out
+
+
+def press_knobs(press_cfg: Any) -> set[str]:
+    """The top-level knobs a press config reads, found in its (unresolved) interpolations."""
+    if press_cfg is None:
+        return set()
+    raw = (
+        json.dumps(OmegaConf.to_container(press_cfg, resolve=False)) if OmegaConf.is_config(press_cfg) else ""
+    )
+    used = set(re.findall(r"\$\{(\w+)\}", raw)) | set(re.findall(r"\$\{[\w.]+:\$\{(\w+)\}", raw))
+    if PRESS_RATIO_KEY in raw:
+        used |= {"compression_ratio", "kv_budget"}
+    return used & set(PRESS_KNOBS)
+
+
+def validate(cfg: DictConfig) -> RunSpec:
+    """Check every knob and choice; return the run's identity. Raises ConfigError."""
+    names = choices(cfg)
+    _check_ratios(cfg)
+    _check_budget(cfg)
+    if cfg.recovery not in RECOVERY_CHOICES:
+        raise ConfigError(f"recovery={cfg.recovery!r} is not one of {list(RECOVERY_CHOICES)}")
+    _check_positive_int(cfg, "window_size")
+    for knob in ("max_samples", "max_new_tokens"):
+        if cfg[knob] is not None:
+            _check_positive_int(cfg, knob)
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    tasks = _check_tasks(cfg.dataset)
+    used = press_knobs(cfg.press)
+    knobs = {k: (cfg[k] if k in used else None) for k in PRESS_KNOBS}
+    return RunSpec(
+        model=names["model"],
+        press=names["press"],
+        dataset=names["dataset"],
+        logger=names["logger"],
+        tasks=tasks,
+        knobs=knobs,
+        config_hash=config_hash(cfg, knobs),
+    )
+
+
+def _check_ratios(cfg: DictConfig) -> None:
+    for knob in RATIO_KNOBS:
+        value = cfg[knob]
+        if value is None and knob == "compression_ratio":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ConfigError(
+                f"{knob}={value!r} is outside [0, 1): it is the fraction pruned, e.g. {knob}=0.5"
+            )
+
+
+def _check_budget(cfg: DictConfig) -> None:
+    if cfg.kv_budget is None:
+        return
+    if cfg.compression_ratio is not None:
+        raise ConfigError(
+            f"compression_ratio={cfg.compression_ratio} and kv_budget={cfg.kv_budget} are exclusive: "
+            "a token budget sets the ratio per context. Use compression_ratio=null kv_budget=<tokens>, "
+            "or drop kv_budget."
+        )
+    _check_positive_int(cfg, "kv_budget")
+
+
+def _check_positive_int(cfg: DictConfig, knob: str) -> None:
+    value = cfg[knob]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{knob}={value!r} must be a positive integer")
+
+
+def _check_tasks(dataset: DictConfig) -> tuple[str, ...]:
+    name = dataset.name
+    if name not in BENCHMARK_TASKS:
+        raise ConfigError(f"dataset {name!r} has no loader yet; available: {sorted(BENCHMARK_TASKS)}")
+    valid = BENCHMARK_TASKS[name]
+    tasks = dataset.tasks
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    if not tasks:
+        raise ConfigError(f"dataset.tasks is empty; choose from {list(valid)}")
+    unknown = [t for t in tasks if t not in valid]
+    if unknown:
+        raise ConfigError(f"dataset.tasks has unknown task(s) {unknown} for {name}; valid: {list(valid)}")
+    if len(set(tasks)) != len(tasks):
+        raise ConfigError(f"dataset.tasks lists a task twice: {list(tasks)}")
+    return tuple(tasks)
+
+
+def effective_config(cfg: DictConfig, knobs: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config that decides a run's outputs: no logger, paths or Hydra settings,
+    and press knobs the chosen press does not read set to null."""
+    resolved: dict[str, Any] = {}
+    for key in cfg:
+        if key in ("hydra", "logger", "paths", PRESS_RATIO_KEY):
+            continue
+        value = cfg[key]
+        resolved[str(key)] = (
+            OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        )
+    resolved.update(knobs)
+    return resolved
+
+
+def config_hash(cfg: DictConfig, knobs: Mapping[str, Any]) -> str:
+    """12 hex digits identifying a run's effective config (same hash -> same outputs)."""
+    canonical = json.dumps(effective_config(cfg, knobs), sort_keys=True, default=_json_default)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return str(value)

@@ -1,0 +1,164 @@
+"""Prefill a context once with the press active, then answer its questions greedily.
+
+Compression happens at prefill, as in kvpress: the press hooks the attention layers for the
+prefill forward pass only. Decoding continues at the positions of the *uncompressed* prompt
+(a compressed cache is shorter than the text it stands for), like kvpress's pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from kvpress import BasePress
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from spark_bench import memory
+from spark_bench.data import Sample
+from spark_bench.presses import set_token_budget
+
+# Splits a chat-templated prompt where the user's message ends (the kvpress pipeline's trick):
+# everything before it can be compressed, everything after it is fed after compression.
+_SEPARATOR = "\x00SPARK_BENCH_SPLIT\x00"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Token ids: the part prefilled with the press, and one continuation per question."""
+
+    prefill_ids: torch.Tensor  # [1, n]
+    query_ids: tuple[torch.Tensor, ...]  # each [1, m], m >= 1
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    context_tokens: int  # prefill length before compression
+    kv_cache_bytes: int  # bytes the cache held right after the compressed prefill
+    kv_cache_dense_bytes: int  # the same prefill, uncompressed
+    prefill_s: float  # this answer's share of the (shared) prefill
+    decode_s: float
+
+
+def _split_chat(tokenizer: PreTrainedTokenizerBase, user_text: str) -> tuple[str, str]:
+    templated = tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text + _SEPARATOR}], add_generation_prompt=True, tokenize=False
+    )
+    before, after = templated.split(_SEPARATOR)
+    return before, after
+
+
+def build_prompt_text(
+    tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample], compress_questions: bool
+) -> tuple[str, list[str]]:
+    """The text prefilled under compression and the text fed after it, per question.
+
+    With ``compress_questions`` (the paper's setting) the question ends the compressed prompt, so
+    the press's observation window sits on it; otherwise it follows compression. Either way the
+    question appears once, and the answer prefix comes after the assistant turn opens.
+    """
+    context = samples[0].context
+    if compress_questions and len(samples) != 1:
+        raise ValueError("compress_questions puts each question in its own prefill: pass one sample")
+    use_chat = samples[0].chat_template and tokenizer.chat_template is not None
+    compressed = context + (samples[0].question if compress_questions else "")
+    if use_chat:
+        prefill, suffix = _split_chat(tokenizer, compressed)
+    else:
+        prefill, suffix = (tokenizer.bos_token or "") + compressed, "\n"
+    queries = [("" if compress_questions else s.question) + suffix + s.answer_prefix for s in samples]
+    return prefill, queries
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample], compress_questions: bool) -> Prompt:
+    prefill, queries = build_prompt_text(tokenizer, samples, compress_questions)
+
+    def ids(text: str) -> torch.Tensor:
+        return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+
+    return Prompt(ids(prefill), tuple(ids(q) for q in queries))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+@torch.inference_mode()
+def answer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    press: BasePress | None,
+    prompt: Prompt,
+    max_new_tokens: Sequence[int],
+    kv_budget: int | None = None,
+) -> list[Answer]:
+    """Prefill ``prompt.prefill_ids`` once under ``press``, then answer each query greedily."""
+    device = model.device
+    prefill_ids = prompt.prefill_ids.to(device)
+    context_tokens = prefill_ids.shape[1]
+    if kv_budget is not None:
+        set_token_budget(press, kv_budget, context_tokens)
+
+    cache = DynamicCache()
+    _sync(device)
+    start = time.perf_counter()
+    with press(model) if press is not None else contextlib.nullcontext():
+        model.model(input_ids=prefill_ids, past_key_values=cache)  # no lm head over the context
+    _sync(device)
+    prefill_s = time.perf_counter() - start
+    held = memory.cache_bytes(cache)
+    dense = memory.dense_cache_bytes(cache, context_tokens)
+    lengths = [layer.get_seq_length() for layer in cache.layers]
+
+    stops = stop_token_ids(model, tokenizer)
+    answers = []
+    for query_ids, budget in zip(prompt.query_ids, max_new_tokens, strict=True):
+        _sync(device)
+        start = time.perf_counter()
+        text = _greedy(model, tokenizer, cache, query_ids.to(device), context_tokens, budget, stops)
+        _sync(device)
+        decode_s = time.perf_counter() - start
+        for layer, length in zip(cache.layers, lengths, strict=True):
+            layer.crop(length)  # forget this answer before the next question
+        answers.append(Answer(text, context_tokens, held, dense, prefill_s / len(prompt.query_ids), decode_s))
+    return answers
+
+
+def _greedy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    cache: DynamicCache,
+    query_ids: torch.Tensor,
+    position: int,
+    max_new_tokens: int,
+    stops: set[int],
+) -> str:
+    positions = torch.arange(position, position + query_ids.shape[1], device=query_ids.device).unsqueeze(0)
+    logits = model(
+        input_ids=query_ids, past_key_values=cache, position_ids=positions, logits_to_keep=1
+    ).logits
+    generated: list[int] = []
+    next_position = position + query_ids.shape[1]
+    for step in range(max_new_tokens):
+        token = logits[0, -1].argmax()
+        token_id = int(token)  # one host sync per generated token, to stop at end of turn
+        if token_id in stops:
+            break
+        generated.append(token_id)
+        if step + 1 == max_new_tokens:
+            break
+        positions = torch.tensor([[next_position + step]], device=query_ids.device)
+        logits = model(input_ids=token.view(1, 1), past_key_values=cache, position_ids=positions).logits
+    return tokenizer.decode(generated, skip_special_tokens=True)

@@ -1,0 +1,78 @@
+"""Memory as the cache really holds it, not as a formula says it should be.
+
+``cache_bytes`` walks the tensors every cache layer holds (keys, values and whatever else a
+compressed layer keeps: masks, indices, statistics) and adds up the bytes of their storages,
+each storage once. A view into a larger buffer counts the whole buffer, because that is what
+stays allocated.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import Cache
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
+
+
+def layer_tensors(layer: Any) -> Iterator[torch.Tensor]:
+    """Every tensor a cache layer holds as an attribute (directly or in a list/tuple/dict)."""
+    for value in vars(layer).values():
+        yield from _tensors(value)
+
+
+def cache_bytes(cache: Cache) -> int:
+    """Bytes of every storage the cache's layers hold, all layers, each storage counted once."""
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for layer in cache.layers:
+        for tensor in layer_tensors(layer):
+            storage = tensor.untyped_storage()
+            key = (str(tensor.device), storage.data_ptr())
+            if storage.nbytes() == 0 or key in seen:
+                continue
+            seen.add(key)
+            total += storage.nbytes()
+    return total
+
+
+def dense_cache_bytes(cache: Cache, num_tokens: int) -> int:
+    """Bytes an uncompressed cache of ``num_tokens`` tokens takes with this cache's layer shapes
+    and dtypes: keys and values of shape [batch, kv_heads, num_tokens, head_dim] per layer."""
+    total = 0
+    for layer in cache.layers:
+        for tensor in (layer.keys, layer.values):
+            batch, heads, _, head_dim = tensor.shape
+            total += batch * heads * num_tokens * head_dim * tensor.element_size()
+    return total
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # Linux reports KiB, macOS bytes
+
+
+def reset_peak_gpu() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gpu_bytes() -> int | None:
+    """Peak CUDA memory allocated since the last reset, over all GPUs; None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    return int(sum(torch.cuda.max_memory_allocated(d) for d in range(torch.cuda.device_count())))

@@ -1,0 +1,34 @@
+"""The one place that decides where a run writes.
+
+A run's directory is a pure function of its config (no timestamp), so starting the same
+command again finds its own ``predictions.jsonl`` and continues, and two different configs
+never share a directory: the trailing config hash covers everything the readable part omits.
+
+    <results_root>/<dataset>/<model>/<press>/<knob tags>_<config hash>/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spark_bench.config import RunSpec
+
+# Short, readable tags for the press knobs that appear in directory names.
+KNOB_TAGS = {
+    "compression_ratio": "cr",
+    "kv_budget": "budget",
+    "key_ratio": "kr",
+    "value_ratio": "vr",
+    "recovery": "rec",
+    "window_size": "w",
+}
+PREDICTIONS_FILE = "predictions.jsonl"
+RESULTS_FILE = "results.json"
+
+
+def run_dir(results_root: str | Path, spec: RunSpec) -> Path:
+    tags = [f"{KNOB_TAGS[k]}{v}" for k, v in spec.knobs.items() if v is not None]
+    leaf = "_".join([*tags, spec.config_hash])
+    return Path(results_root) / spec.dataset / spec.model / spec.press / leaf

@@ -1,0 +1,144 @@
+"""The results files of a run, schema 1 (DESIGN.md): the only writer and reader of them.
+
+- ``predictions.jsonl``: one JSON object per answered sample, appended and flushed as each
+  answer is made, so a killed run keeps every finished sample and continues from there.
+- ``results.json``: written once at the end, atomically (temporary file, fsync, rename), so a
+  reader never sees half a file and an earlier complete file is never lost to a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypedDict
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+
+
+class RunBlock(TypedDict):
+    model: str
+    press: str
+    dataset: str
+    tasks: list[str]
+    compression_ratio: float | None  # null where the press evicts no tokens or kv_budget is used
+    kv_budget: int | None
+    key_ratio: float | None  # null where the press prunes no key channels
+    value_ratio: float | None
+    recovery: str | None
+    seed: int
+    n_samples: int
+    git_sha: str | None
+    started_at: str  # ISO 8601, UTC
+    finished_at: str
+    config_hash: str
+    config: dict[str, Any]  # the resolved config, less Hydra's own settings
+
+
+class MemoryBlock(TypedDict):
+    kv_cache_bytes: int  # bytes the cache holds after compression, all layers, mean over prefills
+    kv_cache_dense_bytes: int  # the same prefills uncompressed
+    peak_gpu_bytes: int | None  # CUDA peak allocated, null without CUDA
+    peak_rss_bytes: int
+
+
+class TimingBlock(TypedDict):
+    prefill_s: float  # summed over samples (a shared prefill is split between its questions)
+    decode_s: float
+    total_s: float  # wall time of the sample loop of this process
+
+
+class Results(TypedDict):
+    schema: int
+    run: RunBlock
+    scores: dict[str, float]  # per task, plus "average"
+    memory: MemoryBlock
+    timing: TimingBlock
+
+
+class Prediction(TypedDict):
+    id: str
+    task: str
+    prediction: str
+    answers: list[str]
+    score: float  # the task metric on this sample alone, 0-100
+    context_tokens: int
+    kv_cache_bytes: int
+    kv_cache_dense_bytes: int
+    prefill_s: float
+    decode_s: float
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that ``path`` holds either its old content or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(path: Path, results: Results) -> None:
+    write_json_atomic(path, results)
+
+
+def read_results(path: Path) -> Results:
+    with open(path) as handle:
+        results = json.load(handle)
+    if results.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: results schema {results.get('schema')!r}, this version reads {SCHEMA}")
+    return results
+
+
+class PredictionLog:
+    """Append-only ``predictions.jsonl``; reading it back skips a torn last line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict[str, Prediction]:
+        """The complete records already written, by sample id."""
+        if not self.path.exists():
+            return {}
+        done: dict[str, Prediction] = {}
+        with open(self.path) as handle:
+            lines = handle.read().split("\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if number == len(lines):  # the last line, cut by a crash mid-write
+                    log.warning("%s: ignoring a torn last line (a crash mid-write)", self.path)
+                    continue
+                raise ValueError(f"{self.path}:{number} is not valid JSON") from None
+            done[record["id"]] = record
+        return done
+
+    def repair(self) -> None:
+        """Drop a torn last line so that new records start on a line of their own."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data[: data.rfind(b"\n") + 1]
+            self.path.write_bytes(keep)
+
+    def append(self, record: Prediction) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
