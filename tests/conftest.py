@@ -1,0 +1,44 @@
+"""Shared fixtures: compose the real config tree, shrink it, run it on tiny models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from spark_bench.config import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# Overrides that make a run take seconds: a random tiny model, short contexts, no tracking.
+FAST = ["model=tiny-llama", "logger=none", "dataset.context_length=512", "max_samples=2", "max_new_tokens=4"]
+
+register_resolvers()
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The config `python run.py <overrides>` would run, with Hydra's runtime (choices) inside."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=True)
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    """compose_config with FAST defaults and results under tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config([*FAST, f"paths.results_root={tmp_path / 'results'}", *overrides])
+
+    return make
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

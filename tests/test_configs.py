@@ -1,0 +1,118 @@
+"""Every model x press x dataset composes and validates; bad configs fail before a model loads."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from spark_bench.config import ConfigError, press_knobs, validate
+from spark_bench.presses import build_press
+from tests.conftest import compose_config, group_choices
+
+MODELS = group_choices("model")
+PRESSES = group_choices("press")
+DATASETS = group_choices("dataset")
+
+
+def test_the_groups_the_issue_names_exist():
+    assert {
+        "smollm2-135m",
+        "llama3.1-8b",
+        "llama3-8b",
+        "qwen3-8b",
+        "mistral-7b",
+        "tiny-llama",
+        "tiny-qwen3",
+    } <= set(MODELS)
+    assert {"no_press", "snapkv", "streaming_llm"} <= set(PRESSES)
+    assert "ruler" in DATASETS
+    assert {"none", "wandb"} <= set(group_choices("logger"))
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("press", PRESSES)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_combination_composes_and_validates(model, press, dataset):
+    cfg = compose_config([f"model={model}", f"press={press}", f"dataset={dataset}"])
+    spec = validate(cfg)
+    assert (spec.model, spec.press, spec.dataset) == (model, press, dataset)
+    assert len(spec.config_hash) == 12
+
+
+@pytest.mark.parametrize("press", PRESSES)
+def test_every_press_builds_without_a_model(press):
+    built = build_press(compose_config([f"press={press}"]).press)
+    assert (built is None) == (press == "no_press")
+
+
+def test_model_configs_carry_what_the_loader_needs():
+    for model in MODELS:
+        node = compose_config([f"model={model}"]).model
+        assert node.name == model
+        assert node.loader in {"hub", "embedded", "random"}
+        assert node.dtype in {"float32", "bfloat16", "float16"}
+        if node.loader == "hub":
+            assert "/" in node.pretrained
+
+
+def test_llama31_is_the_papers_instruct_model():
+    assert compose_config(["model=llama3.1-8b"]).model.pretrained == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_press_knobs_are_read_from_interpolations():
+    assert press_knobs(compose_config(["press=snapkv"]).press) == {
+        "compression_ratio",
+        "kv_budget",
+        "window_size",
+    }
+    assert press_knobs(compose_config(["press=streaming_llm"]).press) == {"compression_ratio", "kv_budget"}
+    assert press_knobs(compose_config(["press=no_press"]).press) == set()
+
+
+def test_unused_knobs_are_null_and_do_not_change_the_hash():
+    a = validate(compose_config(["press=snapkv", "key_ratio=0.5"]))
+    b = validate(compose_config(["press=snapkv", "key_ratio=0.8"]))
+    assert a.knobs["key_ratio"] is None and a.knobs["recovery"] is None
+    assert a.config_hash == b.config_hash
+    c = validate(compose_config(["press=snapkv", "compression_ratio=0.3"]))
+    assert c.config_hash != a.config_hash and c.knobs["compression_ratio"] == 0.3
+
+
+def test_kv_budget_replaces_the_ratio():
+    cfg = compose_config(["compression_ratio=null", "kv_budget=128"])
+    spec = validate(cfg)
+    assert spec.knobs["kv_budget"] == 128 and spec.knobs["compression_ratio"] is None
+    assert build_press(cfg.press).compression_ratio == 0.0  # set per context by the runner
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["compression_ratio=1.5"], "compression_ratio=1.5 is outside [0, 1)"),
+        (["compression_ratio=-0.1"], "compression_ratio=-0.1 is outside [0, 1)"),
+        (["key_ratio=-0.1"], "key_ratio=-0.1 is outside [0, 1)"),
+        (["key_ratio=1.0"], "key_ratio=1.0 is outside [0, 1)"),
+        (["value_ratio=2"], "value_ratio=2 is outside [0, 1)"),
+        (["compression_ratio=0.5", "kv_budget=128"], "compression_ratio=0.5 and kv_budget=128 are exclusive"),
+        (["compression_ratio=null", "kv_budget=0"], "kv_budget=0 must be a positive integer"),
+        (["compression_ratio=null", "kv_budget=12.5"], "kv_budget=12.5 must be a positive integer"),
+        (["recovery=banana"], "recovery='banana' is not one of ['none', 'mean', 'exponential', 'normal']"),
+        (["window_size=0"], "window_size=0 must be a positive integer"),
+        (["max_samples=-3"], "max_samples=-3 must be a positive integer"),
+        (["dataset.tasks=[nosuchtask]"], "unknown task(s) ['nosuchtask'] for ruler; valid: ['niah_single_1'"),
+        (["dataset.tasks=[]"], "dataset.tasks is empty; choose from ['niah_single_1'"),
+    ],
+)
+def test_bad_values_raise_a_clear_error(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(overrides))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("group", "valid"), [("press", "snapkv"), ("model", "tiny-llama"), ("dataset", "ruler")]
+)
+def test_unknown_choices_list_the_valid_ones(group, valid):
+    with pytest.raises(MissingConfigException) as err:
+        compose_config([f"{group}=nosuch{group}"])
+    assert f"nosuch{group}" in str(err.value) and valid in str(err.value)
