@@ -1,0 +1,222 @@
+"""SparK: query-aware unstructured key-channel pruning with recovery (arXiv 2508.15212).
+
+After a token press has chosen which tokens stay, SparK prunes, per token and KV head, the
+``floor(λ·D)`` key channels whose saliency ``k² · s`` is lowest, where ``s`` is the L2 norm over
+the observation window of the group-averaged (post-RoPE) queries; pruned entries are then
+recovered so that attention scores keep most of their mass (``shared/SPARK.md``).
+
+Deviations from the reference code (Xnhyacinth/SparK), each to follow the paper:
+- ``recovery="none"`` zero-fills; the reference's default runs a grouped mean recovery that
+  treats λ as a keep count (SPARK.md 1).
+- ``floor(λ·D) = 0`` prunes no channel; the reference's ``[-0:]`` slice prunes all (2).
+- Prompts shorter than the window use the whole prompt; channels with ``s = 0`` recover to 0
+  instead of inf/NaN (4). Window queries go through the model's query norm (Qwen3) (5).
+- The pruned set and the mean over it are the same ``floor(λ·D)`` channels: ties in saliency
+  prune the lower channel index first (the reference mixes argsort and a strict ``<``) (6).
+- Sampling recoveries take a seeded generator and index per token correctly (8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from kvpress import BasePress
+from kvpress.utils import get_prerope_query_states
+from torch import nn
+from transformers.models.llama.modeling_llama import rotate_half
+
+RECOVERY = ("none", "mean", "exponential", "normal")
+# Adaptive channel count (SPARK.md, variants): the fraction of D holding 99% of a token's
+# saliency picks its bucket; bucket upper bounds and the fraction of D each bucket keeps.
+ADAPTIVE_MASS = 0.99
+ADAPTIVE_BOUNDS = (0.2, 0.4, 0.6, 0.8)
+ADAPTIVE_KEEP = (0.1, 0.3, 0.5, 0.7, 0.9)
+# Value pruning score of the reference: 0.7 x magnitude + 0.3 x normalised variance.
+VALUE_MAGNITUDE_WEIGHT = 0.7
+
+
+def _check(key_ratio: float, recovery: str) -> None:
+    if isinstance(key_ratio, bool) or not isinstance(key_ratio, (int, float)) or not 0 <= key_ratio < 1:
+        raise ValueError(f"key_ratio={key_ratio!r} is outside [0, 1)")
+    if recovery not in RECOVERY:
+        raise ValueError(f"recovery={recovery!r} is not one of {list(RECOVERY)}")
+
+
+def query_channel_norm(queries: torch.Tensor, num_kv_heads: int) -> torch.Tensor:
+    """``s[b, h, c]``: L2 norm over the window of the queries averaged over each KV head's group."""
+    batch, q_heads, window, dim = queries.shape
+    if q_heads % num_kv_heads:
+        raise ValueError(f"{q_heads} query heads are not a multiple of {num_kv_heads} KV heads")
+    grouped = queries.float().view(batch, num_kv_heads, q_heads // num_kv_heads, window, dim).mean(2)
+    return grouped.pow(2).sum(2).sqrt()
+
+
+def pruned_mask(saliency: torch.Tensor, n_pruned: torch.Tensor | int) -> torch.Tensor:
+    """True on the ``n_pruned`` lowest-saliency channels of each token (ties: lower index first)."""
+    order = saliency.argsort(dim=-1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(saliency.shape[-1], device=order.device).expand_as(order))
+    return ranks < n_pruned
+
+
+def adaptive_pruned_count(saliency: torch.Tensor) -> torch.Tensor:
+    """Per token, ``D - kept`` with ``kept`` from the 99%-cumulative-saliency buckets: [..., 1]."""
+    dim = saliency.shape[-1]
+    ordered = saliency.sort(dim=-1, descending=True).values
+    cumulative = ordered.cumsum(-1)
+    needed = (cumulative < ADAPTIVE_MASS * cumulative[..., -1:]).sum(-1, keepdim=True) + 1
+    bounds = torch.tensor([b * dim for b in ADAPTIVE_BOUNDS], device=saliency.device)
+    bucket = torch.bucketize(needed.float(), bounds)  # <= 0.2D -> 0, ..., > 0.8D -> 4
+    pruned = torch.tensor([dim - round(k * dim) for k in ADAPTIVE_KEEP], device=saliency.device)
+    return pruned[bucket]
+
+
+def sparsify_keys(
+    keys: torch.Tensor,
+    queries: torch.Tensor,
+    key_ratio: float,
+    recovery: str = "mean",
+    generator: torch.Generator | None = None,
+    adaptive: bool = False,
+) -> torch.Tensor:
+    """SparK on one layer: keys ``[b, kv_heads, t, D]``, window queries ``[b, q_heads, w, D]``
+    (post-RoPE). Returns a tensor shaped like ``keys`` whose pruned entries hold the recovered
+    values (zeros for ``recovery="none"``). ``adaptive`` picks each token's channel count from
+    its saliency (SPARK.md variants) instead of ``key_ratio``."""
+    _check(key_ratio, recovery)
+    if keys.dim() != 4 or queries.dim() != 4 or keys.shape[-1] != queries.shape[-1]:
+        raise ValueError(
+            f"expected keys [b, h, t, D] and queries [b, q, w, D], got {keys.shape}, {queries.shape}"
+        )
+    dim = keys.shape[-1]
+    n_pruned: torch.Tensor | int = math.floor(key_ratio * dim)
+    if not adaptive and n_pruned == 0:
+        return keys  # prune none (the reference prunes every channel here)
+    s = query_channel_norm(queries, keys.shape[1]).unsqueeze(2)  # [b, h, 1, D]
+    k = keys.float()
+    saliency = k.pow(2) * s
+    if adaptive:
+        n_pruned = adaptive_pruned_count(saliency)
+    pruned = pruned_mask(saliency, n_pruned)
+    if recovery == "none":
+        filled = torch.zeros_like(k)
+    else:
+        # the k̂²·s each pruned entry gets back
+        if recovery == "mean":
+            target = _mean_target(saliency, pruned)
+        else:
+            target = _sampled_target(saliency, pruned, recovery, generator)
+        magnitude = torch.where(s > 0, (target / s.clamp_min(torch.finfo(s.dtype).tiny)).sqrt(), 0.0)
+        filled = torch.sign(k) * magnitude
+    return torch.where(pruned, filled, k).to(keys.dtype)
+
+
+def _mean_target(saliency: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
+    """``a_t``: the mean saliency of the token's pruned channels."""
+    count = pruned.sum(-1, keepdim=True).clamp_min(1)
+    return (saliency * pruned).sum(-1, keepdim=True) / count
+
+
+def _draw_exponential(saliency: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """D draws per token from Exp(rate = 1 / mean saliency)."""
+    mean = saliency.mean(-1, keepdim=True)
+    return torch.empty_like(saliency).exponential_(1.0, generator=generator) * mean
+
+
+def _draw_normal(saliency: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """D draws per token from |Normal(mean, std of the token's saliencies)|."""
+    mean, std = saliency.mean(-1, keepdim=True), saliency.std(-1, keepdim=True)
+    noise = torch.randn(saliency.shape, generator=generator, device=saliency.device)
+    return (mean + std * noise).abs()
+
+
+_SAMPLERS = {"exponential": _draw_exponential, "normal": _draw_normal}
+
+
+def _sampled_target(
+    saliency: torch.Tensor, pruned: torch.Tensor, recovery: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Sampling recovery: draws sorted descending, assigned by saliency rank, capped at ``a_t``."""
+    samples = _SAMPLERS[recovery](saliency, generator).sort(dim=-1, descending=True).values
+    rank = saliency.argsort(dim=-1, descending=True, stable=True)
+    assigned = torch.empty_like(samples).scatter_(-1, rank, samples)
+    return torch.minimum(assigned, _mean_target(saliency, pruned))
+
+
+def prune_values(values: torch.Tensor, value_ratio: float) -> torch.Tensor:
+    """Value pruning (SPARK.md variants, off in the paper): per token, ``floor(ρ·D)`` channels with
+    the lowest 0.7·|v| + 0.3·(normalised variance over tokens and channels) take the signed mean
+    of the token's pruned values."""
+    n_pruned = math.floor(value_ratio * values.shape[-1])
+    if n_pruned == 0:
+        return values
+    v = values.float()
+    diversity = (v.var(dim=2, keepdim=True) + v.var(dim=3, keepdim=True)) / 2
+    diversity = diversity / (diversity.amax(dim=(2, 3), keepdim=True) + 1e-8)
+    score = VALUE_MAGNITUDE_WEIGHT * v.abs() + (1 - VALUE_MAGNITUDE_WEIGHT) * diversity
+    pruned = pruned_mask(score, n_pruned)
+    fill = (v * pruned).sum(-1, keepdim=True) / n_pruned
+    return torch.where(pruned, fill, v).to(values.dtype)
+
+
+def window_queries(
+    module: nn.Module, hidden_states: torch.Tensor, position_embeddings, window: int
+) -> torch.Tensor:
+    """Post-RoPE queries of the last ``window`` prompt positions (all of a shorter prompt), through
+    the model's own projection and query norm (kvpress's helper knows Qwen3/Gemma3 norms)."""
+    window = min(window, hidden_states.shape[1])
+    queries = get_prerope_query_states(module, hidden_states[:, -window:])
+    cos, sin = position_embeddings
+    cos, sin = cos[:, -window:].unsqueeze(1), sin[:, -window:].unsqueeze(1)
+    return queries * cos + rotate_half(queries) * sin
+
+
+@dataclass
+class SparKPress(BasePress):
+    """SparK (arXiv 2508.15212) as a kvpress press: channel pruning of the keys in the cache.
+
+    Compose after a token press (``ComposedPress([SnapKVPress(...), SparKPress(...)])``); alone it
+    keeps every token. Keys come back dense with recovered entries; the channel-sparse cache
+    stores them compactly.
+
+    key_ratio: λ, fraction of key channels pruned per token (``floor(λ·D)``).
+    recovery: ``none`` | ``mean`` (paper) | ``exponential`` | ``normal``.
+    window_size: observation window of last queries (32 in the paper).
+    value_ratio: fraction of value channels pruned per token (0: values untouched, as the paper).
+    adaptive: per-token channel count from saliency buckets instead of ``key_ratio``.
+    seed: seeds the sampling recoveries; each layer draws from ``seed + layer index``.
+    """
+
+    key_ratio: float = 0.0
+    recovery: str = "mean"
+    window_size: int = 32
+    value_ratio: float = 0.0
+    adaptive: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(self.key_ratio, self.recovery)
+        if not 0 <= self.value_ratio < 1:
+            raise ValueError(f"value_ratio={self.value_ratio!r} is outside [0, 1)")
+        if self.window_size < 1:
+            raise ValueError(f"window_size={self.window_size!r} must be a positive integer")
+
+    @property
+    def compression_ratio(self) -> float:
+        return 0.0  # SparK evicts no token; ComposedPress multiplies the kept fractions
+
+    @compression_ratio.setter
+    def compression_ratio(self, value: float) -> None:
+        raise AttributeError("SparK evicts no token: set key_ratio, or the token press's ratio")
+
+    def compress(self, module, hidden_states, keys, values, attentions, kwargs):
+        if self.key_ratio == 0 and not self.adaptive and self.value_ratio == 0:
+            return keys, values
+        queries = window_queries(module, hidden_states, kwargs["position_embeddings"], self.window_size)
+        generator = None
+        if self.recovery in ("exponential", "normal"):
+            generator = torch.Generator(device=keys.device).manual_seed(self.seed + module.layer_idx)
+        keys = sparsify_keys(keys, queries, self.key_ratio, self.recovery, generator, self.adaptive)
+        return keys, prune_values(values, self.value_ratio)
