@@ -27,6 +27,8 @@ PRESS_RATIO_KEY = "press_ratio"
 # Benchmarks the runner can load, each with its task list.
 BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {"ruler": ruler.TASKS}
 GROUPS = ("model", "press", "dataset", "logger")
+# Presses that score tokens from the attention weights, which only eager attention returns.
+EAGER_PRESSES = ("kvpress.ObservedAttentionPress",)
 
 
 class ConfigError(ValueError):
@@ -112,6 +114,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
     tasks = _check_tasks(cfg.dataset)
+    _check_attention(cfg)
     used = press_knobs(cfg.press)
     knobs = {k: (cfg[k] if k in used else None) for k in PRESS_KNOBS}
     return RunSpec(
@@ -123,6 +126,24 @@ def validate(cfg: DictConfig) -> RunSpec:
         knobs=knobs,
         config_hash=config_hash(cfg, knobs),
     )
+
+
+def press_targets(press_cfg: Any) -> list[str]:
+    """Every ``_target_`` inside a press config (composed presses included)."""
+    if press_cfg is None:
+        return []
+    raw = json.dumps(OmegaConf.to_container(press_cfg, resolve=False))
+    return re.findall(r'"_target_": "([\w.]+)"', raw)
+
+
+def _check_attention(cfg: DictConfig) -> None:
+    needs_eager = [t for t in press_targets(cfg.press) if t in EAGER_PRESSES]
+    implementation = cfg.model.attn_implementation
+    if needs_eager and implementation != "eager":
+        raise ConfigError(
+            f"press {needs_eager[0]} reads attention weights, which only eager attention returns, but "
+            f"model.attn_implementation={implementation!r}: use model.attn_implementation=eager"
+        )
 
 
 def _check_ratios(cfg: DictConfig) -> None:
