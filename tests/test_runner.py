@@ -122,7 +122,11 @@ def test_different_configs_never_share_a_directory(make_config):
     c = make_config("compression_ratio=0.2", "seed=7")
     dirs = {paths.run_dir(x.paths.results_root, validate(x)) for x in (a, b, c)}
     assert len(dirs) == 3
-    assert paths.run_dir(a.paths.results_root, validate(a)).parts[-4:-1] == ("ruler", "tiny-llama", "snapkv")
+    assert paths.run_dir(a.paths.results_root, validate(a)).parts[-4:-1] == (
+        "ruler",
+        "tiny-llama",
+        "snap_spark",
+    )
 
 
 def run_py(*overrides: str, cwd=ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -144,7 +148,7 @@ def test_run_py_end_to_end_on_a_tiny_model(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (results,) = list(tmp_path.rglob("results.json"))
     check_schema(json.loads(results.read_text()))
-    assert results.parent.parent.name == "snapkv" and results.parent.parent.parent.name == "tiny-qwen3"
+    assert results.parent.parent.name == "snap_spark" and results.parent.parent.parent.name == "tiny-qwen3"
 
 
 @pytest.mark.parametrize(
