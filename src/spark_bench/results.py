@@ -13,11 +13,15 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
+RESULTS_NAME = "results.json"
 
 
 class RunBlock(TypedDict):
@@ -142,3 +146,28 @@ class PredictionLog:
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+RUN_COLUMNS = (
+    "model", "press", "dataset", "compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery",
+    "seed", "n_samples", "config_hash", "finished_at",
+)  # fmt: skip
+
+
+def load_results(root: str | Path) -> pd.DataFrame:
+    """Every ``results.json`` under ``root`` as a tidy frame: one row per run and task (the
+    ``average`` included as a task), run knobs, memory and timing as columns. Where several runs
+    share a config hash, the newest (``finished_at``) wins."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(root).rglob(RESULTS_NAME)):
+        results = read_results(path)
+        run = {k: results["run"][k] for k in RUN_COLUMNS}
+        extra = {**results["memory"], **results["timing"], "path": str(path.parent)}
+        rows += [{**run, "task": task, "score": score, **extra} for task, score in results["scores"].items()]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    newest = frame.groupby("config_hash")["finished_at"].transform("max")
+    return frame[frame["finished_at"] == newest].reset_index(drop=True)
