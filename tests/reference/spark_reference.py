@@ -40,7 +40,7 @@ def reference_sparsify(keys, queries, key_ratio, recovery="mean"):
                         if recovery == "none" or s[c] == 0:
                             new[c] = 0.0
                         else:
-                            sign = (token[c] > 0) - (token[c] < 0)
+                            sign = -1 if token[c] < 0 else 1  # a zero key counts as positive
                             new[c] = sign * math.sqrt(a_t / s[c])
                 out_tokens.append(new)
             out_heads.append(out_tokens)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from kvpress import BasePress
+from kvpress.presses.base_press import is_prefilling
 from kvpress.utils import get_prerope_query_states
 from torch import nn
 from transformers.models.llama.modeling_llama import rotate_half
@@ -73,6 +74,33 @@ def adaptive_pruned_count(saliency: torch.Tensor) -> torch.Tensor:
     return pruned[bucket]
 
 
+def select_channels(
+    keys: torch.Tensor, queries: torch.Tensor, key_ratio: float, adaptive: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Steps 2-5 of SPARK.md: ``s`` [b, h, 1, D], saliency ``k²·s`` and the pruned mask (float32)."""
+    s = query_channel_norm(queries, keys.shape[1]).unsqueeze(2)
+    saliency = keys.float().pow(2) * s
+    n_pruned = adaptive_pruned_count(saliency) if adaptive else math.floor(key_ratio * keys.shape[-1])
+    return s, saliency, pruned_mask(saliency, n_pruned)
+
+
+def mean_pruned_saliency(saliency: torch.Tensor, pruned: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``a_t`` [..., 1]: the mean saliency of the token's pruned channels, rounded to the key dtype,
+    the precision the channel-sparse cache stores it in (so both give identical keys)."""
+    count = pruned.sum(-1, keepdim=True).clamp_min(1)
+    return ((saliency * pruned).sum(-1, keepdim=True) / count).to(dtype).float()
+
+
+def recovered_magnitude(target: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """``sqrt(target / s)``: the magnitude whose ``k̂²·s`` equals ``target``; 0 where ``s = 0``."""
+    return torch.where(s > 0, (target / s.clamp_min(torch.finfo(s.dtype).tiny)).sqrt(), 0.0)
+
+
+def key_signs(keys: torch.Tensor) -> torch.Tensor:
+    """+1 / -1 per entry; a zero key counts as positive, so one bit per pruned channel stores it."""
+    return torch.where(keys < 0, -1.0, 1.0)
+
+
 def sparsify_keys(
     keys: torch.Tensor,
     queries: torch.Tensor,
@@ -90,33 +118,20 @@ def sparsify_keys(
         raise ValueError(
             f"expected keys [b, h, t, D] and queries [b, q, w, D], got {keys.shape}, {queries.shape}"
         )
-    dim = keys.shape[-1]
-    n_pruned: torch.Tensor | int = math.floor(key_ratio * dim)
-    if not adaptive and n_pruned == 0:
+    if not adaptive and math.floor(key_ratio * keys.shape[-1]) == 0:
         return keys  # prune none (the reference prunes every channel here)
-    s = query_channel_norm(queries, keys.shape[1]).unsqueeze(2)  # [b, h, 1, D]
+    s, saliency, pruned = select_channels(keys, queries, key_ratio, adaptive)
     k = keys.float()
-    saliency = k.pow(2) * s
-    if adaptive:
-        n_pruned = adaptive_pruned_count(saliency)
-    pruned = pruned_mask(saliency, n_pruned)
     if recovery == "none":
         filled = torch.zeros_like(k)
     else:
         # the k̂²·s each pruned entry gets back
         if recovery == "mean":
-            target = _mean_target(saliency, pruned)
+            target = mean_pruned_saliency(saliency, pruned, keys.dtype)
         else:
             target = _sampled_target(saliency, pruned, recovery, generator)
-        magnitude = torch.where(s > 0, (target / s.clamp_min(torch.finfo(s.dtype).tiny)).sqrt(), 0.0)
-        filled = torch.sign(k) * magnitude
+        filled = key_signs(k) * recovered_magnitude(target, s)
     return torch.where(pruned, filled, k).to(keys.dtype)
-
-
-def _mean_target(saliency: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
-    """``a_t``: the mean saliency of the token's pruned channels."""
-    count = pruned.sum(-1, keepdim=True).clamp_min(1)
-    return (saliency * pruned).sum(-1, keepdim=True) / count
 
 
 def _draw_exponential(saliency: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -142,23 +157,29 @@ def _sampled_target(
     samples = _SAMPLERS[recovery](saliency, generator).sort(dim=-1, descending=True).values
     rank = saliency.argsort(dim=-1, descending=True, stable=True)
     assigned = torch.empty_like(samples).scatter_(-1, rank, samples)
-    return torch.minimum(assigned, _mean_target(saliency, pruned))
+    return torch.minimum(assigned, mean_pruned_saliency(saliency, pruned, torch.float32))
 
 
-def prune_values(values: torch.Tensor, value_ratio: float) -> torch.Tensor:
-    """Value pruning (SPARK.md variants, off in the paper): per token, ``floor(ρ·D)`` channels with
-    the lowest 0.7·|v| + 0.3·(normalised variance over tokens and channels) take the signed mean
-    of the token's pruned values."""
+def select_values(values: torch.Tensor, value_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pruned value channels of each token and their fill: the lowest ``floor(ρ·D)`` by
+    0.7·|v| + 0.3·(normalised variance over tokens and channels); fill = their signed mean."""
     n_pruned = math.floor(value_ratio * values.shape[-1])
-    if n_pruned == 0:
-        return values
     v = values.float()
     diversity = (v.var(dim=2, keepdim=True) + v.var(dim=3, keepdim=True)) / 2
     diversity = diversity / (diversity.amax(dim=(2, 3), keepdim=True) + 1e-8)
     score = VALUE_MAGNITUDE_WEIGHT * v.abs() + (1 - VALUE_MAGNITUDE_WEIGHT) * diversity
     pruned = pruned_mask(score, n_pruned)
-    fill = (v * pruned).sum(-1, keepdim=True) / n_pruned
-    return torch.where(pruned, fill, v).to(values.dtype)
+    fill = ((v * pruned).sum(-1, keepdim=True) / max(n_pruned, 1)).to(values.dtype)
+    return pruned, fill
+
+
+def prune_values(values: torch.Tensor, value_ratio: float) -> torch.Tensor:
+    """Value pruning (SPARK.md variants, off in the paper): per token, ``floor(ρ·D)`` channels take
+    the signed mean of the token's pruned values (see ``select_values``)."""
+    if math.floor(value_ratio * values.shape[-1]) == 0:
+        return values
+    pruned, fill = select_values(values, value_ratio)
+    return torch.where(pruned, fill, values)
 
 
 def window_queries(
@@ -178,8 +199,9 @@ class SparKPress(BasePress):
     """SparK (arXiv 2508.15212) as a kvpress press: channel pruning of the keys in the cache.
 
     Compose after a token press (``ComposedPress([SnapKVPress(...), SparKPress(...)])``); alone it
-    keeps every token. Keys come back dense with recovered entries; the channel-sparse cache
-    stores them compactly.
+    keeps every token. With a ``ChannelSparseCache`` (what the runner uses) each layer is stored
+    packed (``spark_bench.cache``); with any other cache the keys come back dense with their
+    recovered entries. The sampling recoveries and ``adaptive`` are always stored dense.
 
     key_ratio: λ, fraction of key channels pruned per token (``floor(λ·D)``).
     recovery: ``none`` | ``mean`` (paper) | ``exponential`` | ``normal``.
@@ -210,6 +232,26 @@ class SparKPress(BasePress):
     @compression_ratio.setter
     def compression_ratio(self, value: float) -> None:
         raise AttributeError("SparK evicts no token: set key_ratio, or the token press's ratio")
+
+    def forward_hook(self, module, input, kwargs, output):
+        """With a channel-sparse cache, store the layer packed; otherwise kvpress's dense path."""
+        from spark_bench.cache import ChannelSparseLayer, PackedKeys, PackedValues
+
+        layer = kwargs["past_key_values"].layers[module.layer_idx]
+        packable = self.recovery in ("mean", "none") and not self.adaptive
+        if not (isinstance(layer, ChannelSparseLayer) and packable):
+            return super().forward_hook(module, input, kwargs, output)
+        hidden_states = kwargs["hidden_states"]
+        if not is_prefilling(kwargs["cache_position"], hidden_states.shape[1]):
+            return output
+        dim = layer.tail_keys.shape[-1]
+        if math.floor(self.key_ratio * dim) == 0 and math.floor(self.value_ratio * dim) == 0:
+            return output
+        keys, values = layer.keys, layer.values
+        queries = window_queries(module, hidden_states, kwargs["position_embeddings"], self.window_size)
+        packed_values = PackedValues.pack(values, self.value_ratio) if self.value_ratio > 0 else values
+        layer.store(PackedKeys.pack(keys, queries, self.key_ratio, self.recovery), packed_values)
+        return output
 
     def compress(self, module, hidden_states, keys, values, attentions, kwargs):
         if self.key_ratio == 0 and not self.adaptive and self.value_ratio == 0:
