@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import torch
 from kvpress import BasePress
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from spark_bench import memory
+from spark_bench.cache import ChannelSparseCache
 from spark_bench.data import Sample
 from spark_bench.presses import set_token_budget
 
@@ -111,7 +112,7 @@ def answer(
     if kv_budget is not None:
         set_token_budget(press, kv_budget, context_tokens)
 
-    cache = DynamicCache()
+    cache = ChannelSparseCache()  # a DynamicCache until SparK stores a layer packed
     _sync(device)
     start = time.perf_counter()
     with press(model) if press is not None else contextlib.nullcontext():
@@ -139,7 +140,7 @@ def answer(
 def _greedy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    cache: DynamicCache,
+    cache: ChannelSparseCache,
     query_ids: torch.Tensor,
     position: int,
     max_new_tokens: int,

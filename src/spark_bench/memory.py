@@ -8,6 +8,7 @@ stays allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import sys
 from collections.abc import Iterator
@@ -20,6 +21,9 @@ from transformers import Cache
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         yield obj
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for field in dataclasses.fields(obj):
+            yield from _tensors(getattr(obj, field.name))
     elif isinstance(obj, (list, tuple)):
         for item in obj:
             yield from _tensors(item)
@@ -29,7 +33,8 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
 
 
 def layer_tensors(layer: Any) -> Iterator[torch.Tensor]:
-    """Every tensor a cache layer holds as an attribute (directly or in a list/tuple/dict)."""
+    """Every tensor a cache layer holds as an attribute (directly, or in a list, tuple, dict or
+    dataclass such as the channel-sparse cache's packed keys)."""
     for value in vars(layer).values():
         yield from _tensors(value)
 
@@ -54,9 +59,13 @@ def dense_cache_bytes(cache: Cache, num_tokens: int) -> int:
     and dtypes: keys and values of shape [batch, kv_heads, num_tokens, head_dim] per layer."""
     total = 0
     for layer in cache.layers:
-        for tensor in (layer.keys, layer.values):
-            batch, heads, _, head_dim = tensor.shape
-            total += batch * heads * num_tokens * head_dim * tensor.element_size()
+        if hasattr(layer, "dense_shapes"):  # a channel-sparse layer: do not rebuild it to ask
+            shapes = layer.dense_shapes()
+        else:
+            shapes = (layer.keys.shape, layer.values.shape)
+        element = torch.empty((), dtype=layer.dtype).element_size()
+        for batch, heads, _, head_dim in shapes:
+            total += batch * heads * num_tokens * head_dim * element
     return total
 
 
