@@ -17,14 +17,21 @@ from dataclasses import dataclass
 
 import torch
 
-from spark_bench.presses.spark import (
-    mean_pruned_saliency,
-    recovered_magnitude,
-    select_channels,
-    select_values,
-)
+from spark_bench.presses.spark import inverse_sqrt_norm, mean_pruned_saliency, select_channels, select_values
 
 _BIT_WEIGHTS = [1 << i for i in range(8)]
+_LUTS: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+
+def _lut(kind: str, device: torch.device) -> torch.Tensor:
+    """256 x 8 tables from a byte to its bits (``bits``: 0/1 uint8; ``signs``: +1/-1 float32,
+    a set bit meaning negative). Indexing a table beats shifting and masking on every step."""
+    key = (kind, device)
+    if key not in _LUTS:
+        bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
+        table = bits.to(torch.uint8) if kind == "bits" else 1.0 - 2.0 * bits.float()
+        _LUTS[key] = table.to(device)
+    return _LUTS[key]
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -35,11 +42,14 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     return (padded.view(*bits.shape[:-1], -1, 8) * weights).sum(-1, dtype=torch.uint8)
 
 
+def _expand_bytes(packed: torch.Tensor, kind: str) -> torch.Tensor:
+    table = _lut(kind, packed.device)
+    return table.index_select(0, packed.reshape(-1).long()).view(*packed.shape[:-1], -1)
+
+
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """uint8 [..., m] -> booleans [..., n]: the inverse of ``pack_bits``."""
-    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    bits = (packed.unsqueeze(-1) >> shifts) & 1
-    return bits.flatten(-2)[..., :n].bool()
+    return _expand_bytes(packed, "bits")[..., :n].bool()
 
 
 def _ordered_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
@@ -69,16 +79,21 @@ class PackedRows:
     def length(self) -> int:
         return self.kept.shape[2]
 
-    def keep_mask(self) -> torch.Tensor:
+    def keep_flags(self) -> torch.Tensor:
+        """uint8 [b, h, t, D]: 1 on the kept channels."""
         if self.mask_bits is not None:
-            return unpack_bits(self.mask_bits, self.head_dim)
+            return _expand_bytes(self.mask_bits, "bits")[..., : self.head_dim]
         shape = (*self.kept.shape[:-1], self.head_dim)
-        mask = torch.zeros(shape, dtype=torch.bool, device=self.kept.device)
-        return mask.scatter_(-1, self.indices.long(), True)
+        flags = torch.zeros(shape, dtype=torch.uint8, device=self.kept.device)
+        return flags.scatter_(-1, self.indices.long(), 1)
 
-    def scatter_into(self, out: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """``out`` with the kept values written at their channels."""
-        return out.masked_scatter(keep, self.kept.to(out.dtype))
+    def merge(self, filled: torch.Tensor, keep: torch.Tensor, kept_rank: torch.Tensor) -> torch.Tensor:
+        """``filled`` with the kept values written at their channels; ``kept_rank`` [..., D] is
+        each channel's position among the token's kept ones (any value >= 0 on pruned ones)."""
+        if self.indices is not None:
+            return filled.scatter(-1, self.indices.long(), self.kept.to(filled.dtype))
+        spread = self.kept.gather(-1, kept_rank)
+        return torch.where(keep.view(torch.bool), spread.to(filled.dtype), filled)
 
     def crop(self, length: int) -> None:
         self.kept = self.kept[:, :, :length]
@@ -95,7 +110,7 @@ class PackedKeys:
     rows: PackedRows
     sign_bits: torch.Tensor | None  # [b, h, t, ceil(P / 8)] uint8, set = negative; None for "none"
     mean_saliency: torch.Tensor | None  # a_t [b, h, t, 1] in the key dtype; None for "none"
-    channel_norm: torch.Tensor | None  # s [b, h, 1, D] float32; None for "none"
+    inv_sqrt_norm: torch.Tensor | None  # 1 / sqrt(s) [b, h, 1, D] float32 (0 where s = 0); None for "none"
     n_pruned: int
 
     @classmethod
@@ -112,7 +127,7 @@ class PackedKeys:
             return cls(rows, None, None, None, n_pruned)
         pruned_keys = keys.gather(-1, _ordered_positions(pruned, n_pruned))
         a_t = mean_pruned_saliency(saliency, pruned, keys.dtype).to(keys.dtype)
-        return cls(rows, pack_bits(pruned_keys < 0), a_t, s, n_pruned)
+        return cls(rows, pack_bits(pruned_keys < 0), a_t, inverse_sqrt_norm(s), n_pruned)
 
     @property
     def length(self) -> int:
@@ -122,14 +137,23 @@ class PackedKeys:
         return (*self.rows.kept.shape[:-1], self.rows.head_dim)
 
     def unpack(self) -> torch.Tensor:
-        keep = self.rows.keep_mask()
+        """The dense keys ``sparsify_keys`` returns, rebuilt with a handful of passes over them
+        (in-place integer steps: this runs for every layer at every decoding step)."""
+        keep = self.rows.keep_flags()
         dtype = self.rows.kept.dtype
+        counted = keep.cumsum(-1)  # kept channels up to and including each channel
         if self.sign_bits is None:
-            return self.rows.scatter_into(torch.zeros(keep.shape, dtype=dtype, device=keep.device), keep)
-        negative = torch.zeros_like(keep).masked_scatter(~keep, unpack_bits(self.sign_bits, self.n_pruned))
-        signs = torch.where(negative, -1.0, 1.0)
-        filled = (signs * recovered_magnitude(self.mean_saliency.float(), self.channel_norm)).to(dtype)
-        return self.rows.scatter_into(filled, keep)
+            filled = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
+            return self.rows.merge(filled, keep, counted.sub_(1).clamp_(min=0))
+        # signs are stored for the pruned channels in channel order: channel c is pruned number
+        # c - counted[c] (clamped: kept channels take whatever, the merge overwrites them)
+        pruned_rank = torch.arange(self.rows.head_dim, device=keep.device) - counted
+        pruned_rank.clamp_(0, self.n_pruned - 1)
+        # sign · sqrt(a_t) on the pruned slots first (fewer than D), then spread and scale by
+        # 1/sqrt(s): exactly sparsify_keys' sign · (sqrt(a_t) · 1/sqrt(s)), as the signs are ±1
+        signed_root = _expand_bytes(self.sign_bits, "signs") * self.mean_saliency.float().sqrt()
+        filled = signed_root.gather(-1, pruned_rank).mul_(self.inv_sqrt_norm).to(dtype)
+        return self.rows.merge(filled, keep, counted.sub_(1).clamp_(min=0))
 
     def crop(self, length: int) -> None:
         self.rows.crop(length)
@@ -160,8 +184,8 @@ class PackedValues:
         return (*self.rows.kept.shape[:-1], self.rows.head_dim)
 
     def unpack(self) -> torch.Tensor:
-        keep = self.rows.keep_mask()
-        return self.rows.scatter_into(self.fill.expand(keep.shape).clone(), keep)
+        keep = self.rows.keep_flags()
+        return self.rows.merge(self.fill.expand(keep.shape), keep, keep.cumsum(-1).sub_(1).clamp_(min=0))
 
     def crop(self, length: int) -> None:
         self.rows.crop(length)

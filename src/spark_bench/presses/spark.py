@@ -91,9 +91,15 @@ def mean_pruned_saliency(saliency: torch.Tensor, pruned: torch.Tensor, dtype: to
     return ((saliency * pruned).sum(-1, keepdim=True) / count).to(dtype).float()
 
 
-def recovered_magnitude(target: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """``sqrt(target / s)``: the magnitude whose ``k̂²·s`` equals ``target``; 0 where ``s = 0``."""
-    return torch.where(s > 0, (target / s.clamp_min(torch.finfo(s.dtype).tiny)).sqrt(), 0.0)
+def inverse_sqrt_norm(s: torch.Tensor) -> torch.Tensor:
+    """``1 / sqrt(s)``, 0 where ``s = 0`` (a channel no window query reads recovers to 0)."""
+    return torch.where(s > 0, s.clamp_min(torch.finfo(s.dtype).tiny).rsqrt(), 0.0)
+
+
+def recovered_magnitude(target: torch.Tensor, inv_sqrt_s: torch.Tensor) -> torch.Tensor:
+    """``sqrt(target / s)``, the magnitude whose ``k̂²·s`` equals ``target``, as
+    ``sqrt(target) · (1 / sqrt(s))``: the cache rebuilds keys with exactly these operations."""
+    return target.sqrt() * inv_sqrt_s
 
 
 def key_signs(keys: torch.Tensor) -> torch.Tensor:
@@ -130,7 +136,7 @@ def sparsify_keys(
             target = mean_pruned_saliency(saliency, pruned, keys.dtype)
         else:
             target = _sampled_target(saliency, pruned, recovery, generator)
-        filled = key_signs(k) * recovered_magnitude(target, s)
+        filled = key_signs(k) * recovered_magnitude(target, inverse_sqrt_norm(s))
     return torch.where(pruned, filled, k).to(keys.dtype)
 
 

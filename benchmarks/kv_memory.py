@@ -1,0 +1,178 @@
+"""KV memory the cache really holds, and what decoding from it costs, measured side by side.
+
+    python benchmarks/kv_memory.py            # full: 2k-token contexts
+    python benchmarks/kv_memory.py --quick    # CI-sized
+    python benchmarks/kv_memory.py --json out.json
+
+1. Bytes: the paper's Llama-3.1-8B attention geometry (32 query / 8 KV heads, head_dim 128,
+   bfloat16; randomly initialised, 2 layers and a small MLP so it runs on a CPU) and
+   the embedded SmolLM2 (head_dim 64, float32). Per press: K+V bytes per kept token per KV head
+   as ``memory.cache_bytes`` measures them after prefill, and the ratio to snapkv's.
+2. Decode: the embedded model at a 2k-token context under snap_spark (λ=0.8), time per decoded
+   token with the channel-sparse cache vs the dense cache holding the same recovered keys,
+   medians over repetitions; peak CUDA memory of each where CUDA exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import DynamicCache
+
+from spark_bench import memory
+from spark_bench.cache import ChannelSparseCache
+from spark_bench.config import register_resolvers
+from spark_bench.models import LoadedModel, load_model
+from spark_bench.presses import build_press
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The paper's Llama-3.1-8B attention (config.json of meta-llama/Llama-3.1-8B-Instruct), shrunk
+# elsewhere: 2 layers, hidden 1024, MLP 2048 (and the embedded tokenizer's vocabulary).
+LLAMA_GEOMETRY = {
+    "name": "llama3.1-8b-geometry",
+    "loader": "random",
+    "architecture": "llama",
+    "init_seed": 0,
+    "dtype": "bfloat16",
+    "attn_implementation": "sdpa",
+    "config": {
+        "hidden_size": 1024,
+        "intermediate_size": 2048,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "max_position_embeddings": 131072,
+    },
+}
+PRESSES = [
+    ("snapkv", None),
+    ("snap_think", 0.5),
+    ("snap_think", 0.8),
+    ("snap_spark", 0.5),
+    ("snap_spark", 0.8),
+]
+COMPRESSION_RATIO = 0.5  # the token press keeps half the context for every row alike
+
+
+def press_for(name: str, key_ratio: float | None):
+    register_resolvers()
+    overrides = [f"press={name}", f"compression_ratio={COMPRESSION_RATIO}"]
+    if key_ratio is not None:
+        overrides.append(f"key_ratio={key_ratio}")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return build_press(compose("config", overrides=overrides).press)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def prefill(loaded: LoadedModel, press, ids: torch.Tensor, cache) -> None:
+    with press(loaded.model):
+        loaded.model.model(input_ids=ids, past_key_values=cache)
+
+
+def bytes_per_token_head(loaded: LoadedModel, press, ids: torch.Tensor) -> float:
+    cache = ChannelSparseCache()
+    prefill(loaded, press, ids, cache)
+    config = loaded.model.config
+    kept = cache.get_seq_length()
+    return memory.cache_bytes(cache) / (config.num_hidden_layers * config.num_key_value_heads * kept)
+
+
+@torch.inference_mode()
+def decode_seconds_per_token(
+    loaded: LoadedModel, press, ids: torch.Tensor, cache_class, steps: int, repeats: int
+):
+    """Median time per greedy step after a compressed prefill, and the peak CUDA bytes."""
+    device = loaded.model.device
+    times, peaks = [], []
+    for _ in range(repeats):
+        cache = cache_class()
+        prefill(loaded, press, ids, cache)
+        memory.reset_peak_gpu()
+        token = ids[:, -1:]
+        position = ids.shape[1]
+        sync(device)
+        start = time.perf_counter()
+        for step in range(steps):
+            positions = torch.tensor([[position + step]], device=device)
+            logits = loaded.model(input_ids=token, past_key_values=cache, position_ids=positions).logits
+            token = logits[:, -1:].argmax(-1)
+        sync(device)
+        times.append((time.perf_counter() - start) / steps)
+        peaks.append(memory.peak_gpu_bytes())
+    return statistics.median(times), peaks[-1]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="KV bytes and decode cost of the channel-sparse cache")
+    parser.add_argument("--quick", action="store_true", help="CI-sized: shorter contexts, fewer repetitions")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    args = parser.parse_args(argv)
+    context = 512 if args.quick else 2048
+    steps, repeats = (8, 3) if args.quick else (32, 5)
+    torch.manual_seed(0)
+    figures: dict[str, float | int | str | None] = {"context_tokens": context, "quick": args.quick}
+
+    print(
+        f"K+V bytes per kept token per KV head, token press keeping {1 - COMPRESSION_RATIO:.0%} of {context}"
+    )
+    print(f"{'model':<22}{'press':<20}{'bytes':>10}{'vs snapkv':>12}")
+    models = {"llama-geometry": load_model(LLAMA_GEOMETRY), "smollm2-135m": load_model(_embedded_spec())}
+    for model_name, loaded in models.items():
+        ids = torch.randint(3, loaded.model.config.vocab_size, (1, context), device=loaded.model.device)
+        baseline = None
+        for press_name, key_ratio in PRESSES:
+            per_token = bytes_per_token_head(loaded, press_for(press_name, key_ratio), ids)
+            baseline = baseline or per_token
+            label = press_name if key_ratio is None else f"{press_name} λ={key_ratio}"
+            print(f"{model_name:<22}{label:<20}{per_token:>10.1f}{per_token / baseline:>12.3f}")
+            if model_name == "llama-geometry" and press_name == "snap_spark":
+                figures[f"kv_ratio_snap_spark_{key_ratio}"] = round(per_token / baseline, 4)
+                figures[f"kv_bytes_per_token_head_snap_spark_{key_ratio}"] = round(per_token, 2)
+            if model_name == "llama-geometry" and press_name == "snapkv":
+                figures["kv_bytes_per_token_head_snapkv"] = round(per_token, 2)
+
+    loaded = models["smollm2-135m"]
+    decode_context = 2048
+    ids = torch.randint(3, loaded.model.config.vocab_size, (1, decode_context), device=loaded.model.device)
+    press = press_for("snap_spark", 0.8)
+    dense_s, dense_peak = decode_seconds_per_token(loaded, press, ids, DynamicCache, steps, repeats)
+    sparse_s, sparse_peak = decode_seconds_per_token(loaded, press, ids, ChannelSparseCache, steps, repeats)
+    figures |= {
+        "decode_s_per_token_dense": round(dense_s, 5),
+        "decode_s_per_token_sparse": round(sparse_s, 5),
+        "decode_ratio_sparse_vs_dense": round(sparse_s / dense_s, 4),
+        "peak_gpu_bytes_dense": dense_peak,
+        "peak_gpu_bytes_sparse": sparse_peak,
+        "device": str(loaded.model.device),
+    }
+    print(f"\nDecode, smollm2-135m, snap_spark λ=0.8, {decode_context}-token context, median of {repeats}:")
+    print(f"  dense cache   {1 / dense_s:8.1f} tokens/s")
+    print(f"  sparse cache  {1 / sparse_s:8.1f} tokens/s   ratio (time per token) {sparse_s / dense_s:.3f}")
+    if dense_peak is not None:
+        print(f"  peak CUDA bytes: dense {dense_peak}, sparse {sparse_peak}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def _embedded_spec() -> dict:
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return dict(compose("config", overrides=["model=smollm2-135m"]).model)
+
+
+if __name__ == "__main__":
+    main()
