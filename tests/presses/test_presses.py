@@ -232,3 +232,14 @@ def test_spark_press_rejects_bad_fields():
         SparKPress(key_ratio=0.5, recovery="x")
     with pytest.raises(ValueError, match=r"value_ratio=1\.5"):
         SparKPress(value_ratio=1.5)
+
+
+@pytest.mark.parametrize("recovery", ["exponential", "normal"])
+def test_sampling_recovery_in_the_press_is_seeded(tiny, recovery):
+    def keys(seed: int) -> list[torch.Tensor]:
+        cache = prefill(tiny, SparKPress(key_ratio=0.5, recovery=recovery, seed=seed, window_size=8))
+        return [layer.keys for layer in cache.layers]
+
+    first, again, other = keys(1), keys(1), keys(2)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
