@@ -37,18 +37,7 @@ PAPER_PRESSES = {
     "snap_spark",
     "pyramid_spark",
 }
-TOKEN_PRESSES = [
-    "snapkv",
-    "pyramidkv",
-    "streaming_llm",
-    "tova",
-    "observed_attention",
-    "expected_attention",
-    "snap_think",
-    "pyramid_think",
-    "snap_spark",
-    "pyramid_spark",
-]
+TOKEN_PRESSES = sorted(PAPER_PRESSES - {"no_press", "think", "spark"})  # those that evict tokens
 
 
 @pytest.fixture(scope="module", params=TINY)

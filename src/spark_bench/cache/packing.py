@@ -103,8 +103,21 @@ class PackedRows:
             self.indices = self.indices[:, :, :length]
 
 
+class _PackedLayerPart:
+    """What packed keys and packed values share: their rows' length and dense shape."""
+
+    rows: PackedRows
+
+    @property
+    def length(self) -> int:
+        return self.rows.length
+
+    def shape(self) -> tuple[int, int, int, int]:
+        return (*self.rows.kept.shape[:-1], self.rows.head_dim)
+
+
 @dataclass
-class PackedKeys:
+class PackedKeys(_PackedLayerPart):
     """SparK keys of one layer, channel-sparse (see the module docstring)."""
 
     rows: PackedRows
@@ -128,13 +141,6 @@ class PackedKeys:
         pruned_keys = keys.gather(-1, _ordered_positions(pruned, n_pruned))
         a_t = mean_pruned_saliency(saliency, pruned, keys.dtype).to(keys.dtype)
         return cls(rows, pack_bits(pruned_keys < 0), a_t, inverse_sqrt_norm(s), n_pruned)
-
-    @property
-    def length(self) -> int:
-        return self.rows.length
-
-    def shape(self) -> tuple[int, int, int, int]:
-        return (*self.rows.kept.shape[:-1], self.rows.head_dim)
 
     def unpack(self) -> torch.Tensor:
         """The dense keys ``sparsify_keys`` returns, rebuilt with a handful of passes over them
@@ -163,7 +169,7 @@ class PackedKeys:
 
 
 @dataclass
-class PackedValues:
+class PackedValues(_PackedLayerPart):
     """Pruned values: kept values plus one fill per token (the signed mean of the pruned ones)."""
 
     rows: PackedRows
@@ -175,13 +181,6 @@ class PackedValues:
         pruned, fill = select_values(values, value_ratio)
         n_kept = values.shape[-1] - math.floor(value_ratio * values.shape[-1])
         return cls(PackedRows.pack(values, ~pruned, n_kept), fill.to(values.dtype))
-
-    @property
-    def length(self) -> int:
-        return self.rows.length
-
-    def shape(self) -> tuple[int, int, int, int]:
-        return (*self.rows.kept.shape[:-1], self.rows.head_dim)
 
     def unpack(self) -> torch.Tensor:
         keep = self.rows.keep_flags()
