@@ -8,10 +8,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from spark_bench.data import ruler
+from spark_bench.data import longbench, ruler
 from spark_bench.data.sample import Sample
 
-__all__ = ["Sample", "load_samples", "max_new_tokens", "uses_chat_template"]
+__all__ = ["Sample", "build_prompt", "load_samples", "max_new_tokens", "uses_chat_template"]
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,27 @@ def load_samples(
     return samples
 
 
+def build_prompt(benchmark: str, task: str, record: Mapping[str, Any]) -> str:
+    """The full prompt the official code builds for one raw record (before chat template and
+    truncation)."""
+    if benchmark == "longbench":
+        return longbench.build_prompt(task, record)
+    raise ValueError(f"build_prompt knows 'longbench'; got benchmark {benchmark!r}")
+
+
 def max_new_tokens(benchmark: str, task: str) -> int:
     """The official generation length of a task."""
     if benchmark == "ruler" and task in ruler.NIAH_TASKS:
         return ruler.TOKENS_TO_GENERATE
+    if benchmark == "longbench":
+        return longbench.task(task).max_new_tokens
     raise ValueError(f"unknown task {task!r} for benchmark {benchmark!r}")
 
 
 def uses_chat_template(benchmark: str, task: str) -> bool:
-    """Whether the task's prompt is wrapped in the model's chat template (kvpress applies it to RULER)."""
+    """Whether the task's prompt is wrapped in the model's chat template (official LongBench
+    skips it for trec, triviaqa, samsum, lsht, lcc, repobench-p; kvpress applies it to RULER)."""
+    if benchmark == "longbench":
+        return longbench.task(task).chat_template
     max_new_tokens(benchmark, task)  # validates the names
     return True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from spark_bench.metrics import ruler
+from spark_bench.metrics import longbench, ruler
 
-BENCHMARKS = ("ruler",)
+BENCHMARKS = ("longbench", "ruler")
 
 
 def score(
@@ -23,6 +23,8 @@ def score(
         raise ValueError(f"no predictions to score for {benchmark}/{task}")
     if benchmark == "ruler":
         return ruler.score(task, predictions, answers)
+    if benchmark == "longbench":
+        return longbench.score(task, predictions, answers, all_classes)
     raise ValueError(f"benchmark {benchmark!r} is not one of {list(BENCHMARKS)}")
 
 

@@ -1,0 +1,220 @@
+"""LongBench (arXiv 2308.14508): the one table that knows each task's official prompt,
+generation length, metric and chat-template rule.
+
+Prompts are copied verbatim from THUDM/LongBench ``LongBench/config/dataset2prompt.json`` and
+lengths from ``dataset2maxlen.json`` (commit 2e00731f8d0bff23dc4325161044d0ed8af94c1e), typos
+included ("asconcisely"): scores are only comparable with the official prompts. The metric per
+task and the tasks that get no chat template (``pred.py``: "chat models are better off without
+build prompts on these tasks") come from ``eval.py`` / ``pred.py`` of the same commit. Any change
+here changes scores: note it in ``CHANGELOG`` below.
+
+CHANGELOG
+- 2026-11-25: first version, equal to the official files at the commit above.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LongBenchTask:
+    name: str
+    prompt: str  # str.format template over a record's fields ({context}, {input})
+    max_new_tokens: int
+    metric: str  # a name in spark_bench.metrics.longbench.METRICS
+    chat_template: bool
+
+
+# Tasks whose prediction is cut to its first line before scoring (official eval.py).
+FIRST_LINE_TASKS = ("trec", "triviaqa", "samsum", "lsht")
+# LongBench-E: the tasks with a length-balanced "_e" variant (official README / eval.py --e).
+LONGBENCH_E_TASKS = (
+    "qasper",
+    "multifieldqa_en",
+    "hotpotqa",
+    "2wikimqa",
+    "gov_report",
+    "multi_news",
+    "trec",
+    "triviaqa",
+    "samsum",
+    "passage_count",
+    "passage_retrieval_en",
+    "lcc",
+    "repobench-p",
+)
+# LongBench-E length buckets (eval.py scorer_e), by the record's "length" field in words.
+LONGBENCH_E_BUCKETS = ((0, 4000, "0-4k"), (4000, 8000, "4-8k"), (8000, None, "8k+"))
+
+_TASKS = (
+    LongBenchTask(
+        "narrativeqa",
+        "You are given a story, which can be either a novel or a movie script, and a question. Answer the question asconcisely as you can, using a single phrase if possible. Do not provide any explanation.\n\nStory: {context}\n\nNow, answer the question based on the story asconcisely as you can, using a single phrase if possible. Do not provide any explanation.\n\nQuestion: {input}\n\nAnswer:",
+        max_new_tokens=128,
+        metric="qa_f1",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "qasper",
+        'You are given a scientific article and a question. Answer the question as concisely as you can, using a single phrase or sentence if possible. If the question cannot be answered based on the information in the article, write "unanswerable". If the question is a yes/no question, answer "yes", "no", or "unanswerable". Do not provide any explanation.\n\nArticle: {context}\n\n Answer the question based on the above article as concisely as you can, using a single phrase or sentence if possible. If the question cannot be answered based on the information in the article, write "unanswerable". If the question is a yes/no question, answer "yes", "no", or "unanswerable". Do not provide any explanation.\n\nQuestion: {input}\n\nAnswer:',
+        max_new_tokens=128,
+        metric="qa_f1",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "multifieldqa_en",
+        "Read the following text and answer briefly.\n\n{context}\n\nNow, answer the following question based on the above text, only give me the answer and do not output any other words.\n\nQuestion: {input}\nAnswer:",
+        max_new_tokens=64,
+        metric="qa_f1",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "multifieldqa_zh",
+        "阅读以下文字并用中文简短回答：\n\n{context}\n\n现在请基于上面的文章回答下面的问题，只告诉我答案，不要输出任何其他字词。\n\n问题：{input}\n回答：",
+        max_new_tokens=64,
+        metric="qa_f1_zh",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "hotpotqa",
+        "Answer the question based on the given passages. Only give me the answer and do not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question based on the given passages. Only give me the answer and do not output any other words.\n\nQuestion: {input}\nAnswer:",
+        max_new_tokens=32,
+        metric="qa_f1",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "2wikimqa",
+        "Answer the question based on the given passages. Only give me the answer and do not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question based on the given passages. Only give me the answer and do not output any other words.\n\nQuestion: {input}\nAnswer:",
+        max_new_tokens=32,
+        metric="qa_f1",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "musique",
+        "Answer the question based on the given passages. Only give me the answer and do not output any other words.\n\nThe following are given passages.\n{context}\n\nAnswer the question based on the given passages. Only give me the answer and do not output any other words.\n\nQuestion: {input}\nAnswer:",
+        max_new_tokens=32,
+        metric="qa_f1",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "dureader",
+        "请基于给定的文章回答下述问题。\n\n文章：{context}\n\n请基于上述文章回答下面的问题。\n\n问题：{input}\n回答：",
+        max_new_tokens=128,
+        metric="rouge_zh",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "gov_report",
+        "You are given a report by a government agency. Write a one-page summary of the report.\n\nReport:\n{context}\n\nNow, write a one-page summary of the report.\n\nSummary:",
+        max_new_tokens=512,
+        metric="rouge",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "qmsum",
+        "You are given a meeting transcript and a query containing a question or instruction. Answer the query in one or more sentences.\n\nTranscript:\n{context}\n\nNow, answer the query based on the above meeting transcript in one or more sentences.\n\nQuery: {input}\nAnswer:",
+        max_new_tokens=512,
+        metric="rouge",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "multi_news",
+        "You are given several news passages. Write a one-page summary of all news. \n\nNews:\n{context}\n\nNow, write a one-page summary of all the news.\n\nSummary:",
+        max_new_tokens=512,
+        metric="rouge",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "vcsum",
+        "下面有一段会议记录，请你阅读后，写一段总结，总结会议的内容。\n会议记录：\n{context}\n\n会议总结：",
+        max_new_tokens=512,
+        metric="rouge_zh",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "trec",
+        "Please determine the type of the question below. Here are some examples of questions.\n\n{context}\n{input}",
+        max_new_tokens=64,
+        metric="classification",
+        chat_template=False,
+    ),
+    LongBenchTask(
+        "triviaqa",
+        "Answer the question based on the given passage. Only give me the answer and do not output any other words. The following are some examples.\n\n{context}\n\n{input}",
+        max_new_tokens=32,
+        metric="qa_f1",
+        chat_template=False,
+    ),
+    LongBenchTask(
+        "samsum",
+        "Summarize the dialogue into a few short sentences. The following are some examples.\n\n{context}\n\n{input}",
+        max_new_tokens=128,
+        metric="rouge",
+        chat_template=False,
+    ),
+    LongBenchTask(
+        "lsht",
+        "请判断给定新闻的类别，下面是一些例子。\n\n{context}\n{input}",
+        max_new_tokens=64,
+        metric="classification",
+        chat_template=False,
+    ),
+    LongBenchTask(
+        "passage_count",
+        "There are some paragraphs below sourced from Wikipedia. Some of them may be duplicates. Please carefully read these paragraphs and determine how many unique paragraphs there are after removing duplicates. In other words, how many non-repeating paragraphs are there in total?\n\n{context}\n\nPlease enter the final count of unique paragraphs after removing duplicates. The output format should only contain the number, such as 1, 2, 3, and so on.\n\nThe final answer is: ",
+        max_new_tokens=32,
+        metric="count",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "passage_retrieval_en",
+        'Here are 30 paragraphs from Wikipedia, along with an abstract. Please determine which paragraph the abstract is from.\n\n{context}\n\nThe following is an abstract.\n\n{input}\n\nPlease enter the number of the paragraph that the abstract is from. The answer format must be like "Paragraph 1", "Paragraph 2", etc.\n\nThe answer is: ',
+        max_new_tokens=32,
+        metric="retrieval",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "passage_retrieval_zh",
+        '以下是若干段落文字，以及其中一个段落的摘要。请确定给定的摘要出自哪一段。\n\n{context}\n\n下面是一个摘要\n\n{input}\n\n请输入摘要所属段落的编号。答案格式必须是"段落1"，"段落2"等格式\n\n答案是：',
+        max_new_tokens=32,
+        metric="retrieval_zh",
+        chat_template=True,
+    ),
+    LongBenchTask(
+        "lcc",
+        "Please complete the code given below. \n{context}Next line of code:\n",
+        max_new_tokens=64,
+        metric="code_sim",
+        chat_template=False,
+    ),
+    LongBenchTask(
+        "repobench-p",
+        "Please complete the code given below. \n{context}{input}Next line of code:\n",
+        max_new_tokens=64,
+        metric="code_sim",
+        chat_template=False,
+    ),
+)
+TASKS: dict[str, LongBenchTask] = {task.name: task for task in _TASKS}
+
+
+def task(name: str) -> LongBenchTask:
+    if name not in TASKS:
+        raise ValueError(f"LongBench task {name!r} is not one of {list(TASKS)}")
+    return TASKS[name]
+
+
+def build_prompt(name: str, record: Mapping[str, Any]) -> str:
+    """The full prompt the official code builds for one record (before chat template and truncation)."""
+    return task(name).prompt.format(**record)
+
+
+def split_prompt(name: str, record: Mapping[str, Any]) -> tuple[str, str]:
+    """The prompt cut where the question begins: (everything up to and including the context,
+    the rest). Joined they are ``build_prompt``; the first part can be compressed alone."""
+    template = task(name).prompt
+    cut = template.index("{context}") + len("{context}")
+    return template[:cut].format(**record), template[cut:].format(**record)
