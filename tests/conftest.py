@@ -15,7 +15,8 @@ from spark_bench.config import register_resolvers
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # Overrides that make a run take seconds: a random tiny model, short contexts, no tracking.
-FAST = ["model=tiny-llama", "logger=none", "dataset.context_length=512", "max_samples=2", "max_new_tokens=4"]
+FAST = ["model=tiny-llama", "logger=none", "max_samples=2", "max_new_tokens=4"]
+FAST_RULER = ["dataset.context_length=512"]  # generated RULER contexts only
 
 register_resolvers()
 
@@ -35,7 +36,9 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """compose_config with FAST defaults and results under tmp_path."""
 
     def make(*overrides: str) -> DictConfig:
-        return compose_config([*FAST, f"paths.results_root={tmp_path / 'results'}", *overrides])
+        ruler = not any(o.startswith("dataset=") and o != "dataset=ruler" for o in overrides)
+        fast = FAST + (FAST_RULER if ruler else [])
+        return compose_config([*fast, f"paths.results_root={tmp_path / 'results'}", *overrides])
 
     return make
 

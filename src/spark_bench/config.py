@@ -12,11 +12,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from spark_bench.data import ruler
+from spark_bench.data import longbench, ruler
 
 # The top-level knobs of conf/config.yaml that presses read through interpolation.
 RATIO_KNOBS = ("compression_ratio", "key_ratio", "value_ratio")
@@ -25,7 +26,7 @@ RECOVERY_CHOICES = ("none", "mean", "exponential", "normal")
 # The interpolation presses use for their token ratio; it stands for both token-budget knobs.
 PRESS_RATIO_KEY = "press_ratio"
 # Benchmarks the runner can load, each with its task list.
-BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {"ruler": ruler.TASKS}
+BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {"ruler": ruler.TASKS, "longbench": tuple(longbench.TASKS)}
 GROUPS = ("model", "press", "dataset", "logger")
 # Presses that score tokens from the attention weights, which only eager attention returns.
 EAGER_PRESSES = ("kvpress.ObservedAttentionPress",)
@@ -114,6 +115,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
     tasks = _check_tasks(cfg.dataset)
+    _check_data_dir(cfg.dataset, tasks)
     _check_attention(cfg)
     used = press_knobs(cfg.press)
     knobs = {k: (cfg[k] if k in used else None) for k in PRESS_KNOBS}
@@ -144,6 +146,23 @@ def _check_attention(cfg: DictConfig) -> None:
             f"press {needs_eager[0]} reads attention weights, which only eager attention returns, but "
             f"model.attn_implementation={implementation!r}: use model.attn_implementation=eager"
         )
+
+
+def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
+    data_dir = dataset.get("data_dir")
+    if data_dir is None:
+        return
+    if not Path(data_dir).is_dir():
+        raise ConfigError(f"dataset.data_dir={data_dir} is not a directory")
+    if dataset.name == "longbench":
+        suffix = "_e" if dataset.get("longbench_e") else ""
+        missing = [
+            f"{t}{suffix}.jsonl" for t in tasks if not (Path(data_dir) / f"{t}{suffix}.jsonl").is_file()
+        ]
+        if missing:
+            raise ConfigError(
+                f"dataset.data_dir={data_dir} lacks {missing}: it must hold the official <task>.jsonl files"
+            )
 
 
 def _check_ratios(cfg: DictConfig) -> None:

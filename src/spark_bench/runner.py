@@ -26,6 +26,7 @@ from tqdm import tqdm
 from spark_bench import engine, memory, metrics, paths
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
 from spark_bench.data import Sample, load_samples
+from spark_bench.data.truncation import truncate_middle
 from spark_bench.models import load_model
 from spark_bench.presses import build_press
 from spark_bench.results import Prediction, PredictionLog, Results, write_results
@@ -61,6 +62,7 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     predictions = PredictionLog(out_dir / paths.PREDICTIONS_FILE)
     done = predictions.read()
     predictions.repair()
+    samples = _truncate(loaded.tokenizer, samples, cfg.model.max_prompt_tokens)
     todo = [s for s in samples if s.id not in done]
     if done:
         log.info(
@@ -88,7 +90,25 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     total_s = time.perf_counter() - loop_start
 
     ordered = [done[s.id] for s in samples]
-    return _finish(cfg, spec, out_dir, config, ordered, started_at, total_s)
+    classes = {s.task: s.all_classes for s in samples}
+    return _finish(cfg, spec, out_dir, config, ordered, classes, started_at, total_s)
+
+
+def _truncate(tokenizer, samples: list[Sample], max_tokens: int) -> list[Sample]:
+    """The official middle truncation, said once per run with how many prompts it cut."""
+    out, cut = [], 0
+    for sample in samples:
+        sample, truncated = truncate_middle(tokenizer, sample, max_tokens)
+        out.append(sample)
+        cut += truncated
+    if cut:
+        log.warning(
+            "%d of %d prompts exceed model.max_prompt_tokens=%d: their middle is cut",
+            cut,
+            len(out),
+            max_tokens,
+        )
+    return out
 
 
 def _prefill_groups(samples: Sequence[Sample], compress_questions: bool) -> Iterator[list[Sample]]:
@@ -109,7 +129,9 @@ def _record(benchmark: str, sample: Sample, result: engine.Answer) -> Prediction
         task=sample.task,
         prediction=result.text,
         answers=list(sample.answers),
-        score=metrics.score(benchmark, sample.task, [result.text], [list(sample.answers)]),
+        score=metrics.score(
+            benchmark, sample.task, [result.text], [list(sample.answers)], sample.all_classes
+        ),
         context_tokens=result.context_tokens,
         kv_cache_bytes=result.kv_cache_bytes,
         kv_cache_dense_bytes=result.kv_cache_dense_bytes,
@@ -124,15 +146,15 @@ def _finish(
     out_dir: Path,
     config: dict[str, Any],
     records: list[Prediction],
+    classes: dict[str, tuple[str, ...] | None],
     started_at: str,
     total_s: float,
 ) -> Results:
     scores = {}
     for task in spec.tasks:
         rows = [r for r in records if r["task"] == task]
-        scores[task] = metrics.score(
-            spec.dataset, task, [r["prediction"] for r in rows], [r["answers"] for r in rows]
-        )
+        predictions, answers = [r["prediction"] for r in rows], [r["answers"] for r in rows]
+        scores[task] = metrics.score(spec.dataset, task, predictions, answers, classes.get(task))
     scores["average"] = metrics.average(scores)
     results = Results(
         schema=1,

@@ -15,22 +15,31 @@ __all__ = ["Sample", "build_prompt", "load_samples", "max_new_tokens", "uses_cha
 
 log = logging.getLogger(__name__)
 
+BENCHMARKS = ("longbench", "ruler")
+
 
 def load_samples(
     dataset: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int, max_samples: int | None
 ) -> list[Sample]:
     """The samples of ``dataset.tasks``, at most ``max_samples`` per task, in a stable order."""
     name = dataset["name"]
-    if name != "ruler":
-        raise ValueError(f"dataset {name!r} has no loader yet; available: ['ruler']")
-    per_task = dataset["num_samples"] if max_samples is None else min(max_samples, dataset["num_samples"])
-
-    def count_tokens(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
-
     samples: list[Sample] = []
-    for task in dataset["tasks"]:
-        samples += ruler.generate(task, per_task, dataset["context_length"], count_tokens, seed)
+    if name == "ruler":
+        per_task = dataset["num_samples"] if max_samples is None else min(max_samples, dataset["num_samples"])
+
+        def count_tokens(text: str) -> int:
+            return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+
+        for task in dataset["tasks"]:
+            samples += ruler.generate(task, per_task, dataset["context_length"], count_tokens, seed)
+    elif name == "longbench":
+        for task in dataset["tasks"]:
+            records = longbench.load_records(task, dataset.get("data_dir"), dataset.get("longbench_e", False))
+            samples += longbench.to_samples(task, records[:max_samples] if max_samples else records)
+    else:
+        raise ValueError(f"dataset {name!r} has no loader yet; available: {list(BENCHMARKS)}")
+    if not samples:
+        raise ValueError(f"dataset {name} tasks {list(dataset['tasks'])} hold no samples")
     log.info("%d samples from %s (%s)", len(samples), name, ", ".join(dataset["tasks"]))
     return samples
 

@@ -14,9 +14,13 @@ CHANGELOG
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from spark_bench.data.sample import Sample
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,62 @@ def task(name: str) -> LongBenchTask:
 def build_prompt(name: str, record: Mapping[str, Any]) -> str:
     """The full prompt the official code builds for one record (before chat template and truncation)."""
     return task(name).prompt.format(**record)
+
+
+HUB_ID = "THUDM/LongBench"  # the official release; LongBench-E configs end in "_e"
+RECORD_FIELDS = ("input", "context", "answers")
+
+
+def load_records(name: str, data_dir: str | None, longbench_e: bool = False) -> list[dict[str, Any]]:
+    """The official records of one task: ``<data_dir>/<task>[_e].jsonl`` (the layout of the official
+    ``data.zip``) when ``data_dir`` is set, else the hub release through ``datasets``."""
+    task(name)
+    config = f"{name}_e" if longbench_e else name
+    if data_dir is None:
+        from datasets import load_dataset
+
+        return list(load_dataset(HUB_ID, config, split="test"))
+    path = Path(data_dir) / f"{config}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"LongBench task {config!r}: {path} does not exist (dataset.data_dir={data_dir})"
+        )
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number} is not a JSON object: {err}") from None
+            missing = [f for f in RECORD_FIELDS if f not in record]
+            if missing:
+                raise ValueError(f"{path}:{number} lacks the official field(s) {missing}")
+            records.append(record)
+    return records
+
+
+def to_samples(name: str, records: list[dict[str, Any]]) -> list[Sample]:
+    spec = task(name)
+    samples = []
+    for index, record in enumerate(records):
+        head, tail = split_prompt(name, record)
+        classes = record.get("all_classes")
+        samples.append(
+            Sample(
+                id=f"{name}/{record.get('_id', index)}",
+                task=name,
+                context=head,
+                question=tail,
+                answer_prefix="",
+                answers=tuple(record["answers"]),
+                max_new_tokens=spec.max_new_tokens,
+                chat_template=spec.chat_template,
+                all_classes=tuple(classes) if classes else None,
+            )
+        )
+    return samples
 
 
 def split_prompt(name: str, record: Mapping[str, Any]) -> tuple[str, str]:

@@ -22,3 +22,4 @@ class Sample:
     answers: tuple[str, ...]
     max_new_tokens: int
     chat_template: bool = True
+    all_classes: tuple[str, ...] | None = None  # classification tasks (LongBench trec, lsht)

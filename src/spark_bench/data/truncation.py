@@ -1,0 +1,37 @@
+"""Official middle truncation: a prompt longer than the model takes loses its middle, by tokens.
+
+LongBench's ``pred.py`` keeps the first and the last ``max_length / 2`` tokens of the whole
+prompt ("truncate in the middle, since the left and right side may contain crucial
+instructions"). The cut falls in the context; the question and answer prefix stay whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from transformers import PreTrainedTokenizerBase
+
+from spark_bench.data.sample import Sample
+
+
+def truncate_middle(
+    tokenizer: PreTrainedTokenizerBase, sample: Sample, max_tokens: int
+) -> tuple[Sample, bool]:
+    """``sample`` with the middle of its prompt cut to ``max_tokens`` tokens; whether it was cut."""
+
+    def ids(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False, verbose=False)
+
+    context = ids(sample.context)
+    rest = len(ids(sample.question + sample.answer_prefix))
+    if len(context) + rest <= max_tokens:
+        return sample, False
+    half = max_tokens // 2
+    if rest > half:
+        raise ValueError(
+            f"{sample.id}: its question has {rest} tokens, over half of max_prompt_tokens={max_tokens}"
+        )
+    kept = tokenizer.decode(context[:half], skip_special_tokens=True) + tokenizer.decode(
+        context[len(context) - (max_tokens - half - rest) :], skip_special_tokens=True
+    )
+    return replace(sample, context=kept), True

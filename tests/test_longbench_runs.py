@@ -1,0 +1,116 @@
+"""LongBench from local files in the official format, through the runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spark_bench.config import ConfigError, validate
+from spark_bench.data import longbench
+from spark_bench.data.truncation import truncate_middle
+from spark_bench.models import embedded_tokenizer
+from spark_bench.runner import run
+from tests.conftest import read_jsonl
+
+TREC_CLASSES = ["Description", "Entity", "Abbreviation", "Human being", "Location", "Numeric value"]
+
+
+def write_official(directory, task: str, n: int, words: int = 300) -> None:
+    """Records shaped like the official LongBench jsonl (fields of THUDM/LongBench data.zip)."""
+    lines = []
+    for i in range(n):
+        lines.append(
+            json.dumps(
+                {
+                    "input": f"Question number {i}?",
+                    "context": " ".join(f"word{j}" for j in range(words)),
+                    "answers": ["Description"] if task == "trec" else [f"answer {i}"],
+                    "length": words,
+                    "dataset": task,
+                    "language": "en",
+                    "all_classes": TREC_CLASSES if task == "trec" else None,
+                    "_id": f"id{i}",
+                }
+            )
+        )
+    (directory / f"{task}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_local_files_run_end_to_end(make_config, tmp_path):
+    data = tmp_path / "longbench"
+    data.mkdir()
+    for task in ("hotpotqa", "trec"):
+        write_official(data, task, 3)
+    cfg = make_config("dataset=longbench", f"dataset.data_dir={data}", "dataset.tasks=[hotpotqa,trec]")
+    results = run(cfg)
+    assert results["run"]["dataset"] == "longbench" and results["run"]["n_samples"] == 4  # max_samples=2
+    assert set(results["scores"]) == {"hotpotqa", "trec", "average"}
+    (predictions,) = list((tmp_path / "results").rglob("predictions.jsonl"))
+    ids = [r["id"] for r in read_jsonl(predictions)]
+    assert ids == ["hotpotqa/id0", "hotpotqa/id1", "trec/id0", "trec/id1"]
+
+
+def test_samples_carry_the_official_prompt_and_classes(tmp_path):
+    write_official(tmp_path, "trec", 2)
+    records = longbench.load_records("trec", str(tmp_path))
+    (sample, _) = longbench.to_samples("trec", records)
+    assert sample.context + sample.question == longbench.build_prompt("trec", records[0])
+    assert (
+        sample.all_classes == tuple(TREC_CLASSES) and sample.max_new_tokens == 64 and not sample.chat_template
+    )
+
+
+def test_bad_data_dirs_name_the_problem(tmp_path):
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigError, match=r"dataset\.data_dir=/nonexistent/dir is not a directory"):
+        validate(compose_config(["dataset=longbench", "dataset.data_dir=/nonexistent/dir"]))
+    write_official(tmp_path, "hotpotqa", 1)
+    with pytest.raises(ConfigError, match=r"lacks \['qasper.jsonl'\]"):
+        validate(
+            compose_config(
+                ["dataset=longbench", f"dataset.data_dir={tmp_path}", "dataset.tasks=[hotpotqa,qasper]"]
+            )
+        )
+    (tmp_path / "qasper.jsonl").write_text(
+        '{"input": "q", "context": "c", "answers": ["a"]}\n{"input": "q"}\n'
+    )
+    with pytest.raises(
+        ValueError, match=r"qasper.jsonl:2 lacks the official field\(s\) \['context', 'answers'\]"
+    ):
+        longbench.load_records("qasper", str(tmp_path))
+
+
+def test_middle_truncation_keeps_both_ends_and_the_question():
+    tokenizer = embedded_tokenizer()
+    record = {
+        "input": "Which word comes last?",
+        "context": " ".join(f"w{i}" for i in range(2000)),
+        "answers": ["w"],
+    }
+    (sample,) = longbench.to_samples("hotpotqa", [record])
+    cut, truncated = truncate_middle(tokenizer, sample, 500)
+    assert truncated and cut.question == sample.question
+    assert cut.context.startswith(sample.context[:200]) and cut.context.endswith(sample.context[-200:])
+    total = len(tokenizer.encode(cut.context + cut.question, add_special_tokens=False))
+    assert 490 <= total <= 505  # a token or two may merge across the cut
+    same, truncated = truncate_middle(tokenizer, sample, 100_000)
+    assert same is sample and not truncated
+
+
+def test_runner_truncates_long_prompts_and_says_so(make_config, tmp_path, caplog):
+    data = tmp_path / "lb"
+    data.mkdir()
+    write_official(data, "hotpotqa", 1, words=2000)
+    cfg = make_config(
+        "dataset=longbench",
+        f"dataset.data_dir={data}",
+        "dataset.tasks=[hotpotqa]",
+        "model.max_prompt_tokens=600",
+    )
+    with caplog.at_level("WARNING"):
+        run(cfg)
+    assert "1 of 1 prompts exceed model.max_prompt_tokens=600" in caplog.text
+    (predictions,) = list((tmp_path / "results").rglob("predictions.jsonl"))
+    assert read_jsonl(predictions)[0]["context_tokens"] < 700  # chat template included
