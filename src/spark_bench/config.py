@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,13 +87,16 @@ def choices(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
+def _unresolved_json(press_cfg: Any) -> str:
+    """A press config as JSON text, interpolations left as written (``${key_ratio}``)."""
+    if press_cfg is None or not OmegaConf.is_config(press_cfg):
+        return ""
+    return json.dumps(OmegaConf.to_container(press_cfg, resolve=False))
+
+
 def press_knobs(press_cfg: Any) -> set[str]:
     """The top-level knobs a press config reads, found in its (unresolved) interpolations."""
-    if press_cfg is None:
-        return set()
-    raw = (
-        json.dumps(OmegaConf.to_container(press_cfg, resolve=False)) if OmegaConf.is_config(press_cfg) else ""
-    )
+    raw = _unresolved_json(press_cfg)
     used = set(re.findall(r"\$\{(\w+)\}", raw)) | set(re.findall(r"\$\{[\w.]+:\$\{(\w+)\}", raw))
     if PRESS_RATIO_KEY in raw:
         used |= {"compression_ratio", "kv_budget"}
@@ -132,10 +134,7 @@ def validate(cfg: DictConfig) -> RunSpec:
 
 def press_targets(press_cfg: Any) -> list[str]:
     """Every ``_target_`` inside a press config (composed presses included)."""
-    if press_cfg is None:
-        return []
-    raw = json.dumps(OmegaConf.to_container(press_cfg, resolve=False))
-    return re.findall(r'"_target_": "([\w.]+)"', raw)
+    return re.findall(r'"_target_": "([\w.]+)"', _unresolved_json(press_cfg))
 
 
 def _check_attention(cfg: DictConfig) -> None:
@@ -229,11 +228,5 @@ def effective_config(cfg: DictConfig, knobs: Mapping[str, Any]) -> dict[str, Any
 
 def config_hash(cfg: DictConfig, knobs: Mapping[str, Any]) -> str:
     """12 hex digits identifying a run's effective config (same hash -> same outputs)."""
-    canonical = json.dumps(effective_config(cfg, knobs), sort_keys=True, default=_json_default)
+    canonical = json.dumps(effective_config(cfg, knobs), sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return str(value)
