@@ -38,9 +38,13 @@ ADAPTIVE_KEEP = (0.1, 0.3, 0.5, 0.7, 0.9)
 VALUE_MAGNITUDE_WEIGHT = 0.7
 
 
+def _check_fraction(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{name}={value!r} is outside [0, 1)")
+
+
 def _check(key_ratio: float, recovery: str) -> None:
-    if isinstance(key_ratio, bool) or not isinstance(key_ratio, (int, float)) or not 0 <= key_ratio < 1:
-        raise ValueError(f"key_ratio={key_ratio!r} is outside [0, 1)")
+    _check_fraction("key_ratio", key_ratio)
     if recovery not in RECOVERY:
         raise ValueError(f"recovery={recovery!r} is not one of {list(RECOVERY)}")
 
@@ -226,8 +230,7 @@ class SparKPress(BasePress):
 
     def __post_init__(self):
         _check(self.key_ratio, self.recovery)
-        if not 0 <= self.value_ratio < 1:
-            raise ValueError(f"value_ratio={self.value_ratio!r} is outside [0, 1)")
+        _check_fraction("value_ratio", self.value_ratio)
         if self.window_size < 1:
             raise ValueError(f"window_size={self.window_size!r} must be a positive integer")
 
