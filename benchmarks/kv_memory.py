@@ -28,6 +28,7 @@ from transformers import DynamicCache
 from spark_bench import memory
 from spark_bench.cache import ChannelSparseCache
 from spark_bench.config import register_resolvers
+from spark_bench.engine import synchronize
 from spark_bench.models import LoadedModel, load_model
 from spark_bench.presses import build_press
 
@@ -62,18 +63,18 @@ PRESSES = [
 COMPRESSION_RATIO = 0.5  # the token press keeps half the context for every row alike
 
 
-def press_for(name: str, key_ratio: float | None):
+def compose_config(overrides: list[str]):
+    """The config `python run.py <overrides>` would run."""
     register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def press_for(name: str, key_ratio: float | None):
     overrides = [f"press={name}", f"compression_ratio={COMPRESSION_RATIO}"]
     if key_ratio is not None:
         overrides.append(f"key_ratio={key_ratio}")
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return build_press(compose("config", overrides=overrides).press)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return build_press(compose_config(overrides).press)
 
 
 @torch.inference_mode()
@@ -103,13 +104,13 @@ def decode_seconds_per_token(
         memory.reset_peak_gpu()
         token = ids[:, -1:]
         position = ids.shape[1]
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         for step in range(steps):
             positions = torch.tensor([[position + step]], device=device)
             logits = loaded.model(input_ids=token, past_key_values=cache, position_ids=positions).logits
             token = logits[:, -1:].argmax(-1)
-        sync(device)
+        synchronize(device)
         times.append((time.perf_counter() - start) / steps)
         peaks.append(memory.peak_gpu_bytes())
     return statistics.median(times), peaks[-1]
@@ -169,9 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _embedded_spec() -> dict:
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return dict(compose("config", overrides=["model=smollm2-135m"]).model)
+    return dict(compose_config(["model=smollm2-135m"]).model)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def encode(tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample], compre
     return Prompt(ids(prefill), tuple(ids(q) for q in queries))
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock timings cover it (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -113,11 +114,11 @@ def answer(
         set_token_budget(press, kv_budget, context_tokens)
 
     cache = ChannelSparseCache()  # a DynamicCache until SparK stores a layer packed
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     with press(model) if press is not None else contextlib.nullcontext():
         model.model(input_ids=prefill_ids, past_key_values=cache)  # no lm head over the context
-    _sync(device)
+    synchronize(device)
     prefill_s = time.perf_counter() - start
     held = memory.cache_bytes(cache)
     dense = memory.dense_cache_bytes(cache, context_tokens)
@@ -126,10 +127,10 @@ def answer(
     stops = stop_token_ids(model, tokenizer)
     answers = []
     for query_ids, budget in zip(prompt.query_ids, max_new_tokens, strict=True):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         text = _greedy(model, tokenizer, cache, query_ids.to(device), context_tokens, budget, stops)
-        _sync(device)
+        synchronize(device)
         decode_s = time.perf_counter() - start
         for layer, length in zip(cache.layers, lengths, strict=True):
             layer.crop(length)  # forget this answer before the next question
