@@ -46,22 +46,13 @@ class ChannelSparseLayer(DynamicLayer):
             (*self.tail_values.shape[:2], 0, self.tail_values.shape[-1])
         )
 
-    def _dense_keys(self) -> torch.Tensor:
-        if self.packed_keys is None:
-            return self.tail_keys
-        return torch.cat([self.packed_keys.unpack(), self.tail_keys], dim=-2)
-
-    def _dense_values(self) -> torch.Tensor:
-        if self.packed_keys is None:
-            return self.tail_values
-        prefix = self.prefix_values
-        prefix = prefix.unpack() if isinstance(prefix, PackedValues) else prefix
-        return torch.cat([prefix, self.tail_values], dim=-2)
-
     # -- DynamicLayer's interface ---------------------------------------------------------
     @property
     def keys(self) -> torch.Tensor | None:
-        return self._dense_keys()
+        """Dense keys: the packed prefill rebuilt, then the tail."""
+        if self.packed_keys is None:
+            return self.tail_keys
+        return torch.cat([self.packed_keys.unpack(), self.tail_keys], dim=-2)
 
     @keys.setter
     def keys(self, tensor: torch.Tensor | None) -> None:
@@ -69,7 +60,12 @@ class ChannelSparseLayer(DynamicLayer):
 
     @property
     def values(self) -> torch.Tensor | None:
-        return self._dense_values()
+        """Dense values: the prefill's (rebuilt if pruned), then the tail."""
+        if self.packed_keys is None:
+            return self.tail_values
+        prefix = self.prefix_values
+        prefix = prefix.unpack() if isinstance(prefix, PackedValues) else prefix
+        return torch.cat([prefix, self.tail_values], dim=-2)
 
     @values.setter
     def values(self, tensor: torch.Tensor | None) -> None:
@@ -97,7 +93,7 @@ class ChannelSparseLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         self.tail_keys = torch.cat([self.tail_keys, key_states], dim=-2)
         self.tail_values = torch.cat([self.tail_values, value_states], dim=-2)
-        return self._dense_keys(), self._dense_values()
+        return self.keys, self.values
 
     def get_seq_length(self) -> int:
         if not self.is_initialized:
