@@ -13,8 +13,13 @@ from spark_bench.runner import _prefill_groups
 from tests.conftest import compose_config
 
 
-def sample(question: str = "Which?", context: str = "Some long context.\n", chat: bool = True) -> Sample:
-    return Sample("t/0", "t", context, question, " Answer:", ("x",), 8, chat)
+def sample(
+    question: str = "Which?",
+    context: str = "Some long context.\n",
+    chat: bool = True,
+    prefix: str = " Answer:",
+) -> Sample:
+    return Sample("t/0", "t", context, question, prefix, ("x",), 8, chat)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,16 @@ def test_the_question_is_compressed_or_fed_after_but_appears_once(tokenizer):
 def test_without_chat_template_the_raw_prompt_is_used(tokenizer):
     pre, (query,) = engine.build_prompt_text(tokenizer, [sample(chat=False)], compress_questions=True)
     assert pre == tokenizer.bos_token + "Some long context.\nWhich?"
-    assert query == "\n Answer:"
+    assert query == " Answer:"  # the raw prompt, nothing added
+
+
+def test_a_raw_prompt_with_nothing_after_it_feeds_its_last_token_after_prefill(tokenizer):
+    raw = sample(chat=False, prefix="")
+    whole = tokenizer(tokenizer.bos_token + raw.context + raw.question, add_special_tokens=False).input_ids
+    prompt = engine.encode(tokenizer, [raw], compress_questions=True)
+    (query,) = prompt.query_ids
+    assert query.shape[1] == 1
+    assert prompt.prefill_ids[0].tolist() + query[0].tolist() == whole
 
 
 def test_encoding_adds_no_special_tokens(tokenizer):

@@ -69,7 +69,8 @@ def build_prompt_text(
     if use_chat:
         prefill, suffix = _split_chat(tokenizer, compressed)
     else:
-        prefill, suffix = (tokenizer.bos_token or "") + compressed, "\n"
+        # The raw prompt, as official LongBench feeds these tasks (kvpress would add a "\n").
+        prefill, suffix = (tokenizer.bos_token or "") + compressed, ""
     queries = [("" if compress_questions else s.question) + suffix + s.answer_prefix for s in samples]
     return prefill, queries
 
@@ -80,7 +81,13 @@ def encode(tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample], compre
     def ids(text: str) -> torch.Tensor:
         return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
 
-    return Prompt(ids(prefill), tuple(ids(q) for q in queries))
+    prefill_ids, query_ids = ids(prefill), [ids(q) for q in queries]
+    if any(q.shape[1] == 0 for q in query_ids):
+        # A raw prompt with its question compressed leaves nothing to feed after the prefill,
+        # and the first answer token needs a forward pass: the prompt's last token moves there.
+        last, prefill_ids = prefill_ids[:, -1:], prefill_ids[:, :-1]
+        query_ids = [torch.cat([last, q], dim=1) for q in query_ids]
+    return Prompt(prefill_ids, tuple(query_ids))
 
 
 def synchronize(device: torch.device) -> None:
