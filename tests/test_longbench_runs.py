@@ -114,3 +114,96 @@ def test_runner_truncates_long_prompts_and_says_so(make_config, tmp_path, caplog
     assert "1 of 1 prompts exceed model.max_prompt_tokens=600" in caplog.text
     (predictions,) = list((tmp_path / "results").rglob("predictions.jsonl"))
     assert read_jsonl(predictions)[0]["context_tokens"] < 700  # chat template included
+
+
+def write_official_e(directory, task: str, lengths: list[int]) -> None:
+    """A LongBench-E file (<task>_e.jsonl): the official fields, lengths spread over the buckets."""
+    lines = [
+        json.dumps(
+            {
+                "input": f"Q{i}?",
+                "context": "some words " * 50,
+                "answers": [f"answer {i}"],
+                "length": length,
+                "all_classes": None,
+                "_id": f"e{i}",
+            }
+        )
+        for i, length in enumerate(lengths)
+    ]
+    (directory / f"{task}_e.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_longbench_e_scores_each_length_bucket(make_config, tmp_path):
+    data = tmp_path / "lbe"
+    data.mkdir()
+    write_official_e(data, "hotpotqa", [3999, 4000, 12000])
+    cfg = make_config(
+        "dataset=longbench",
+        f"dataset.data_dir={data}",
+        "dataset.tasks=[hotpotqa]",
+        "dataset.longbench_e=true",
+        "max_samples=3",
+    )
+    results = run(cfg)
+    assert set(results["breakdown"]) == {"hotpotqa"}
+    assert set(results["breakdown"]["hotpotqa"]) == {"0-4k", "4-8k", "8k+"}
+    (predictions,) = list((tmp_path / "results").rglob("predictions.jsonl"))
+    per_sample = [r["score"] for r in read_jsonl(predictions)]
+    assert [results["breakdown"]["hotpotqa"][b] for b in ("0-4k", "4-8k", "8k+")] == per_sample
+
+
+def test_length_buckets_are_eval_py_scorer_e():
+    assert [longbench.length_bucket(n) for n in (0, 3999, 4000, 7999, 8000, 10**6)] == [
+        "0-4k",
+        "0-4k",
+        "4-8k",
+        "4-8k",
+        "8k+",
+        "8k+",
+    ]
+
+
+def test_kvpress_copy_of_the_paper_gives_the_official_prompt():
+    """Xnhyacinth/LongBench rows (kvpress's cut of the official prompt) join to the official prompt."""
+    raw = {"input": "Who wrote it?", "context": "Passage 1: a text.", "answers": ["Ann"], "_id": "k0"}
+    official = longbench.build_prompt("hotpotqa", raw)
+    cut = official.index("Question:")
+    kvpress_row = {
+        "context": official[:cut],
+        "question": "Question: Who wrote it?\n",
+        "answer_prefix": "Answer:",
+        "answers": ["Ann"],
+        "all_classes": None,
+        "_id": "k0",
+        "length": 4,
+    }
+    (sample,) = longbench.to_samples("hotpotqa", [kvpress_row])
+    assert sample.context + sample.question + sample.answer_prefix == official
+
+
+def test_question_fed_after_compression_appears_once(make_config, tmp_path):
+    data = tmp_path / "lbq"
+    data.mkdir()
+    write_official(data, "hotpotqa", 2)
+    cfg = make_config(
+        "dataset=longbench",
+        f"dataset.data_dir={data}",
+        "dataset.tasks=[hotpotqa]",
+        "compress_questions=false",
+    )
+    results = run(cfg)
+    assert results["run"]["n_samples"] == 2 and "hotpotqa" in results["scores"]
+    (predictions,) = list((tmp_path / "results").rglob("predictions.jsonl"))
+    records = read_jsonl(predictions)
+    from spark_bench import engine
+
+    tokenizer = embedded_tokenizer()
+    raw = [json.loads(line) for line in (data / "hotpotqa.jsonl").read_text().splitlines()]
+    for record, sample in zip(records, longbench.to_samples("hotpotqa", raw), strict=False):
+        prefill, (query,) = engine.build_prompt_text(tokenizer, [sample], compress_questions=False)
+        assert (
+            sample.question.strip() not in prefill and (prefill + query).count(sample.question.strip()) == 1
+        )
+        # what was compressed is the context alone
+        assert record["context_tokens"] == engine.encode(tokenizer, [sample], False).prefill_ids.shape[1]

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from spark_bench.data import longbench, ruler
+from spark_bench.data import longbench, longbench_v2, ruler
 
 # The top-level knobs of conf/config.yaml that presses read through interpolation.
 RATIO_KNOBS = ("compression_ratio", "key_ratio", "value_ratio")
@@ -25,7 +25,11 @@ RECOVERY_CHOICES = ("none", "mean", "exponential", "normal")
 # The interpolation presses use for their token ratio; it stands for both token-budget knobs.
 PRESS_RATIO_KEY = "press_ratio"
 # Benchmarks the runner can load, each with its task list.
-BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {"ruler": ruler.TASKS, "longbench": tuple(longbench.TASKS)}
+BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {
+    "ruler": ruler.TASKS,
+    "longbench": tuple(longbench.TASKS),
+    "longbench_v2": longbench_v2.TASKS,
+}
 GROUPS = ("model", "press", "dataset", "logger")
 # Presses that score tokens from the attention weights, which only eager attention returns.
 EAGER_PRESSES = ("kvpress.ObservedAttentionPress",)
@@ -148,6 +152,9 @@ def _check_attention(cfg: DictConfig) -> None:
 
 
 def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
+    """Local data named by the dataset config exists in the layout its loader reads."""
+    if dataset.name == "ruler":
+        _check_ruler_source(dataset)
     data_dir = dataset.get("data_dir")
     if data_dir is None:
         return
@@ -162,6 +169,37 @@ def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
             raise ConfigError(
                 f"dataset.data_dir={data_dir} lacks {missing}: it must hold the official <task>.jsonl files"
             )
+    elif dataset.name == "longbench_v2" and longbench_v2.find_data_file(data_dir) is None:
+        raise ConfigError(
+            f"dataset.data_dir={data_dir} holds none of {list(longbench_v2.DATA_FILES)}: "
+            "it must hold the official release (data.json) or a jsonl/parquet copy of it"
+        )
+
+
+def _check_ruler_source(dataset: DictConfig) -> None:
+    source, data_dir, qa_dir = dataset.get("source"), dataset.get("data_dir"), dataset.get("qa_dir")
+    if source not in ruler.SOURCES:
+        raise ConfigError(f"dataset.source={source!r} is not one of {list(ruler.SOURCES)}")
+    if source == "local":
+        if data_dir is None:
+            raise ConfigError("dataset.source=local reads dataset.data_dir, which is null: set it")
+        length_dir = Path(data_dir) / str(dataset.context_length)
+        if not length_dir.is_dir():
+            raise ConfigError(
+                f"dataset.data_dir={data_dir} has no folder {dataset.context_length}/ for "
+                f"dataset.context_length={dataset.context_length}"
+            )
+    elif data_dir is not None:
+        raise ConfigError(
+            f"dataset.data_dir={data_dir} is read only with dataset.source=local (source={source})"
+        )
+    if qa_dir is not None:
+        missing = [f for f in ruler.qa.FILES.values() if not (Path(qa_dir) / f).is_file()]
+        if missing:
+            raise ConfigError(f"dataset.qa_dir={qa_dir} lacks RULER's {missing}")
+    length = dataset.get("context_length")
+    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+        raise ConfigError(f"dataset.context_length={length!r} must be a positive integer (tokens)")
 
 
 def _check_ratios(cfg: DictConfig) -> None:

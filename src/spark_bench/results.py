@@ -60,6 +60,9 @@ class Results(TypedDict):
     schema: int
     run: RunBlock
     scores: dict[str, float]  # per task, plus "average"
+    # official sub-scores: LongBench-E {task: {"0-4k"|"4-8k"|"8k+": score}}, LongBench-v2
+    # {"all": {"easy"|"hard"|"short"|"medium"|"long": score}}; null for an empty group; {} otherwise
+    breakdown: dict[str, dict[str, float | None]]
     memory: MemoryBlock
     timing: TimingBlock
 

@@ -90,8 +90,7 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     total_s = time.perf_counter() - loop_start
 
     ordered = [done[s.id] for s in samples]
-    classes = {s.task: s.all_classes for s in samples}
-    return _finish(cfg, spec, out_dir, config, ordered, classes, started_at, total_s)
+    return _finish(cfg, spec, out_dir, config, ordered, samples, started_at, total_s)
 
 
 def _truncate(tokenizer, samples: list[Sample], max_tokens: int) -> list[Sample]:
@@ -146,16 +145,15 @@ def _finish(
     out_dir: Path,
     config: dict[str, Any],
     records: list[Prediction],
-    classes: dict[str, tuple[str, ...] | None],
+    samples: list[Sample],
     started_at: str,
     total_s: float,
 ) -> Results:
-    scores = {}
-    for task in spec.tasks:
-        rows = [r for r in records if r["task"] == task]
-        predictions, answers = [r["prediction"] for r in rows], [r["answers"] for r in rows]
-        scores[task] = metrics.score(spec.dataset, task, predictions, answers, classes.get(task))
-    scores["average"] = metrics.average(scores)
+    rows = [
+        metrics.Row(r["task"], r["prediction"], r["answers"], s.all_classes, s.labels)
+        for r, s in zip(records, samples, strict=True)
+    ]
+    scores, breakdown = metrics.summarize(spec.dataset, spec.tasks, rows)
     results = Results(
         schema=1,
         run={
@@ -176,6 +174,7 @@ def _finish(
             "config": config,
         },
         scores=scores,
+        breakdown=breakdown,
         memory={
             "kv_cache_bytes": round(_mean(r["kv_cache_bytes"] for r in records)),
             "kv_cache_dense_bytes": round(_mean(r["kv_cache_dense_bytes"] for r in records)),

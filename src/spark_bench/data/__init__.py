@@ -8,14 +8,14 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from spark_bench.data import longbench, ruler
+from spark_bench.data import longbench, longbench_v2, ruler
 from spark_bench.data.sample import Sample
 
 __all__ = ["Sample", "build_prompt", "load_samples", "max_new_tokens", "uses_chat_template"]
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("longbench", "ruler")
+BENCHMARKS = ("longbench", "longbench_v2", "ruler")
 
 
 def load_samples(
@@ -25,17 +25,22 @@ def load_samples(
     name = dataset["name"]
     samples: list[Sample] = []
     if name == "ruler":
-        per_task = dataset["num_samples"] if max_samples is None else min(max_samples, dataset["num_samples"])
 
         def count_tokens(text: str) -> int:
             return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
 
-        for task in dataset["tasks"]:
-            samples += ruler.generate(task, per_task, dataset["context_length"], count_tokens, seed)
+        samples = ruler.load(dataset, count_tokens, seed, max_samples)
     elif name == "longbench":
+        longbench_e = dataset.get("longbench_e", False)
         for task in dataset["tasks"]:
-            records = longbench.load_records(task, dataset.get("data_dir"), dataset.get("longbench_e", False))
-            samples += longbench.to_samples(task, records[:max_samples] if max_samples else records)
+            records = longbench.load_records(
+                task, dataset.get("data_dir"), longbench_e, dataset.get("hub_id", longbench.HUB_ID)
+            )
+            samples += longbench.to_samples(task, records[:max_samples], longbench_e)
+    elif name == "longbench_v2":
+        records = longbench_v2.load_records(dataset.get("data_dir"))
+        for task in dataset["tasks"]:
+            samples += longbench_v2.to_samples(task, records, max_samples)
     else:
         raise ValueError(f"dataset {name!r} has no loader yet; available: {list(BENCHMARKS)}")
     if not samples:
@@ -49,15 +54,23 @@ def build_prompt(benchmark: str, task: str, record: Mapping[str, Any]) -> str:
     truncation)."""
     if benchmark == "longbench":
         return longbench.build_prompt(task, record)
-    raise ValueError(f"build_prompt knows 'longbench'; got benchmark {benchmark!r}")
+    if benchmark == "longbench_v2":
+        longbench_v2.check_task(task)
+        return longbench_v2.build_prompt(record)
+    raise ValueError(
+        f"build_prompt knows ['longbench', 'longbench_v2'] (RULER prompts are generated); got {benchmark!r}"
+    )
 
 
 def max_new_tokens(benchmark: str, task: str) -> int:
     """The official generation length of a task."""
-    if benchmark == "ruler" and task in ruler.NIAH_TASKS:
-        return ruler.TOKENS_TO_GENERATE
+    if benchmark == "ruler":
+        return ruler.tokens_to_generate(task)
     if benchmark == "longbench":
         return longbench.task(task).max_new_tokens
+    if benchmark == "longbench_v2":
+        longbench_v2.check_task(task)
+        return longbench_v2.MAX_NEW_TOKENS
     raise ValueError(f"unknown task {task!r} for benchmark {benchmark!r}")
 
 
@@ -66,5 +79,8 @@ def uses_chat_template(benchmark: str, task: str) -> bool:
     skips it for trec, triviaqa, samsum, lsht, lcc, repobench-p; kvpress applies it to RULER)."""
     if benchmark == "longbench":
         return longbench.task(task).chat_template
+    if benchmark == "longbench_v2":
+        longbench_v2.check_task(task)
+        return longbench_v2.CHAT_TEMPLATE
     max_new_tokens(benchmark, task)  # validates the names
     return True

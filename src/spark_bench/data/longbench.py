@@ -217,18 +217,29 @@ def build_prompt(name: str, record: Mapping[str, Any]) -> str:
 
 
 HUB_ID = "THUDM/LongBench"  # the official release; LongBench-E configs end in "_e"
+# The SparK paper's kvpress pipeline reads this copy: the official records of the 16 English
+# tasks (and their "_e" sets) with the prompt already cut into context / question /
+# answer_prefix (kvpress evaluation/benchmarks/longbench/create_huggingface_dataset.py). Joined,
+# the parts are the official prompt; its max_new_tokens column (official + 20) is not used.
+KVPRESS_HUB_ID = "Xnhyacinth/LongBench"
+HUB_IDS = (HUB_ID, KVPRESS_HUB_ID)
 RECORD_FIELDS = ("input", "context", "answers")
+KVPRESS_FIELDS = ("context", "question", "answer_prefix", "answers")
 
 
-def load_records(name: str, data_dir: str | None, longbench_e: bool = False) -> list[dict[str, Any]]:
+def load_records(
+    name: str, data_dir: str | None, longbench_e: bool = False, hub_id: str = HUB_ID
+) -> list[dict[str, Any]]:
     """The official records of one task: ``<data_dir>/<task>[_e].jsonl`` (the layout of the official
-    ``data.zip``) when ``data_dir`` is set, else the hub release through ``datasets``."""
+    ``data.zip``) when ``data_dir`` is set, else ``hub_id``'s release through ``datasets``."""
     task(name)
     config = f"{name}_e" if longbench_e else name
     if data_dir is None:
+        if hub_id not in HUB_IDS:
+            raise ValueError(f"dataset.hub_id={hub_id!r} is not one of {list(HUB_IDS)}")
         from datasets import load_dataset
 
-        return list(load_dataset(HUB_ID, config, split="test"))
+        return list(load_dataset(hub_id, config, split="test"))
     path = Path(data_dir) / f"{config}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(
@@ -250,11 +261,24 @@ def load_records(name: str, data_dir: str | None, longbench_e: bool = False) -> 
     return records
 
 
-def to_samples(name: str, records: list[dict[str, Any]]) -> list[Sample]:
+def length_bucket(length: int) -> str:
+    """LongBench-E's bucket of a record's ``length`` (eval.py scorer_e)."""
+    for low, high, label in LONGBENCH_E_BUCKETS:
+        if low <= length and (high is None or length < high):
+            return label
+    raise ValueError(f"length {length} is in no LongBench-E bucket")
+
+
+def to_samples(name: str, records: list[dict[str, Any]], longbench_e: bool = False) -> list[Sample]:
+    """Samples of one task; with ``longbench_e`` each is labelled with its length bucket."""
     spec = task(name)
     samples = []
     for index, record in enumerate(records):
-        head, tail = split_prompt(name, record)
+        if "input" not in record and all(f in record for f in KVPRESS_FIELDS):
+            # kvpress's copy: the official prompt, already cut (see KVPRESS_HUB_ID)
+            head, tail = record["context"], record["question"] + record["answer_prefix"]
+        else:
+            head, tail = split_prompt(name, record)
         classes = record.get("all_classes")
         samples.append(
             Sample(
@@ -266,7 +290,8 @@ def to_samples(name: str, records: list[dict[str, Any]]) -> list[Sample]:
                 answers=tuple(record["answers"]),
                 max_new_tokens=spec.max_new_tokens,
                 chat_template=spec.chat_template,
-                all_classes=tuple(classes) if classes else None,
+                all_classes=tuple(classes) if classes is not None and len(classes) else None,
+                labels=(length_bucket(int(record["length"])),) if longbench_e else (),
             )
         )
     return samples

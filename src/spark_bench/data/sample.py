@@ -23,3 +23,6 @@ class Sample:
     max_new_tokens: int
     chat_template: bool = True
     all_classes: tuple[str, ...] | None = None  # classification tasks (LongBench trec, lsht)
+    # The official score breakdowns the sample counts in (LongBench-E length bucket,
+    # LongBench-v2 difficulty and length), see ``spark_bench.metrics.breakdown``.
+    labels: tuple[str, ...] = ()

@@ -1,0 +1,145 @@
+"""LongBench-v2: the official 0-shot prompt, answer extraction, scores and breakdown, and runs
+from local files in the official format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spark_bench import metrics
+from spark_bench.config import ConfigError, validate
+from spark_bench.data import build_prompt, longbench_v2, max_new_tokens, uses_chat_template
+from spark_bench.metrics.longbench_v2 import extract_answer
+from spark_bench.runner import run
+from tests.conftest import compose_config, read_jsonl
+
+RECORD = {
+    "_id": "66f36490821e116aacb2cc22",
+    "domain": "Single-Document QA",
+    "sub_domain": "Financial",
+    "difficulty": "easy",
+    "length": "short",
+    "question": " Which company grew fastest? ",
+    "choice_A": "Acme",
+    "choice_B": " Globex ",
+    "choice_C": "Initech",
+    "choice_D": "Umbrella",
+    "answer": "B",
+    "context": "\n  The annual report says Globex grew 40%.  \n",
+}
+# prompts/0shot.txt filled by hand: fields stripped, no trailing newline.
+GOLDEN = (
+    "Please read the following text and answer the question below.\n\n<text>\n"
+    "The annual report says Globex grew 40%.\n</text>\n\n"
+    "What is the correct answer to this question: Which company grew fastest?\nChoices:\n"
+    "(A) Acme\n(B) Globex\n(C) Initech\n(D) Umbrella\n\n"
+    'Format your response as follows: "The correct answer is (insert answer here)".'
+)
+
+
+def test_prompt_is_the_official_zero_shot_template():
+    assert build_prompt("longbench_v2", "single_document_qa", RECORD) == GOLDEN
+    head, tail = longbench_v2.split_prompt(RECORD)
+    assert head + tail == GOLDEN and tail.startswith("What is the correct answer to this question:")
+    assert max_new_tokens("longbench_v2", "code_repository") == 128
+    assert uses_chat_template("longbench_v2", "long_structured_data")
+    with pytest.raises(ValueError, match=r"'nope' is not one of \['single_document_qa'"):
+        build_prompt("longbench_v2", "nope", RECORD)
+
+
+def test_a_document_holding_a_marker_is_replaced_as_pred_py_chains_it():
+    record = {**RECORD, "context": "see $Q$ here"}
+    prompt = build_prompt("longbench_v2", "single_document_qa", record)
+    assert "see Which company grew fastest? here" in prompt  # str.replace order of pred.py
+    head, tail = longbench_v2.split_prompt(record)
+    assert head + tail == prompt and tail.startswith("What is the correct answer")
+
+
+@pytest.mark.parametrize(
+    ("response", "letter"),
+    [
+        ("The correct answer is (B).", "B"),
+        ("**The correct answer is (C)**", "C"),  # markdown stars dropped first
+        ("The correct answer is D because ...", "D"),  # bare letter, second pattern
+        ("The correct answer is (E)", None),  # only A-D
+        ("the correct answer is (A)", None),  # case-sensitive, as pred.py
+        ("I think (A).", None),
+        ("The correct answer is A, not The correct answer is (B)", "B"),  # bracketed form wins
+        ("The correct answer is *(*A*)*", "A"),
+    ],
+)
+def test_answer_extraction_follows_pred_py(response, letter):
+    assert extract_answer(response) == letter
+
+
+def test_score_is_accuracy_rounded_to_one_decimal_as_result_py():
+    preds = ["The correct answer is (A)", "The correct answer is (B)", "no idea"]
+    assert metrics.score("longbench_v2", "single_document_qa", preds, [["A"], ["C"], ["A"]]) == 33.3
+    assert metrics.score("longbench_v2", "x", ["  The correct answer is (D)  "], [["D"]]) == 100.0
+
+
+def test_summary_average_is_overall_accuracy_and_breakdown_by_difficulty_and_length():
+    rows = [
+        metrics.Row("single_document_qa", "The correct answer is (A)", ["A"], labels=("easy", "short")),
+        metrics.Row("single_document_qa", "The correct answer is (A)", ["B"], labels=("hard", "long")),
+        metrics.Row("single_document_qa", "The correct answer is (C)", ["C"], labels=("hard", "long")),
+        metrics.Row("code_repository", "The correct answer is (D)", ["D"], labels=("hard", "short")),
+    ]
+    scores, breakdown = metrics.summarize("longbench_v2", ["single_document_qa", "code_repository"], rows)
+    # "average" is result.py's Overall: 3 of 4 questions, not the mean of 66.7 and 100
+    assert scores == {"single_document_qa": 66.7, "code_repository": 100.0, "average": 75.0}
+    assert breakdown == {"all": {"easy": 100.0, "hard": 66.7, "short": 100.0, "medium": None, "long": 50.0}}
+
+
+def write_official(directory, per_domain: int = 2) -> None:
+    """A data.json shaped like the official LongBench-v2 release (one JSON list)."""
+    records = []
+    for d, domain in enumerate(longbench_v2.DOMAINS.values()):
+        for i in range(per_domain):
+            records.append(
+                {
+                    **RECORD,
+                    "_id": f"id{d}-{i}",
+                    "domain": domain,
+                    "difficulty": ("easy", "hard")[i % 2],
+                    "length": ("short", "medium", "long")[i % 3],
+                    "context": " ".join(f"word{j}" for j in range(200)),
+                }
+            )
+    (directory / "data.json").write_text(json.dumps(records))
+
+
+def test_local_release_runs_end_to_end(make_config, tmp_path):
+    data = tmp_path / "v2"
+    data.mkdir()
+    write_official(data)
+    cfg = make_config(
+        "dataset=longbench_v2",
+        f"dataset.data_dir={data}",
+        "dataset.tasks=[single_document_qa,code_repository]",
+    )
+    results = run(cfg)
+    assert results["run"]["n_samples"] == 4
+    assert set(results["scores"]) == {"single_document_qa", "code_repository", "average"}
+    assert set(results["breakdown"]["all"]) == {"easy", "hard", "short", "medium", "long"}
+    assert results["breakdown"]["all"]["long"] is None  # no long question among the 4
+    (predictions,) = list((tmp_path / "results").rglob("predictions.jsonl"))
+    assert [r["id"] for r in read_jsonl(predictions)] == [
+        "single_document_qa/id0-0",
+        "single_document_qa/id0-1",
+        "code_repository/id4-0",
+        "code_repository/id4-1",
+    ]
+
+
+def test_jsonl_copies_and_bad_data_dirs(tmp_path):
+    (tmp_path / "data.jsonl").write_text(json.dumps(RECORD) + "\n" + json.dumps({"_id": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"record 2 lacks the official field\(s\) \['domain'"):
+        longbench_v2.load_records(str(tmp_path))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"holds none of \['data.json', 'data.jsonl', 'data.parquet'\]"):
+        validate(compose_config(["dataset=longbench_v2", f"dataset.data_dir={empty}"]))
+    with pytest.raises(ConfigError, match=r"unknown task\(s\) \['qa'\] for longbench_v2"):
+        validate(compose_config(["dataset=longbench_v2", "dataset.tasks=[qa]"]))
