@@ -93,3 +93,14 @@ def test_classification_skips_like_the_official_loop():
     # skips "Human" after it, which stays counted: 1 / 2.
     classes = ["Hu", "Human", "Human being"]  # official classification_score gives 0.5 here
     assert lb_metrics.classification("Human being", "Human being", all_classes=classes) == 0.5
+
+
+GOLDEN_PROMPTS = json.loads((Path(__file__).parent / "data" / "longbench_prompt_golden.json").read_text())
+
+
+@pytest.mark.parametrize("task", sorted(GOLDEN_PROMPTS["tasks"]))
+def test_prompt_and_length_equal_the_official_config(task):
+    """Golden prompts: the official dataset2prompt.json formatted as pred.py formats it."""
+    golden = GOLDEN_PROMPTS["tasks"][task]
+    assert build_prompt("longbench", task, GOLDEN_PROMPTS["record"]) == golden["prompt"]
+    assert max_new_tokens("longbench", task) == golden["max_new_tokens"]

@@ -207,3 +207,20 @@ def test_question_fed_after_compression_appears_once(make_config, tmp_path):
         )
         # what was compressed is the context alone
         assert record["context_tokens"] == engine.encode(tokenizer, [sample], False).prefill_ids.shape[1]
+
+
+def test_truncation_boundary_is_exactly_max_prompt_tokens():
+    tokenizer = embedded_tokenizer()
+    record = {"input": "Q?", "context": " ".join(f"w{i}" for i in range(300)), "answers": ["w"]}
+    (sample,) = longbench.to_samples("hotpotqa", [record])
+    total = len(tokenizer.encode(sample.context, add_special_tokens=False)) + len(
+        tokenizer.encode(sample.question, add_special_tokens=False)
+    )
+    same, cut = truncate_middle(tokenizer, sample, total)
+    assert same is sample and not cut  # a prompt of exactly the maximum stays whole
+    shorter, cut = truncate_middle(tokenizer, sample, total - 1)
+    assert cut and shorter.question == sample.question
+    kept = len(tokenizer.encode(shorter.context, add_special_tokens=False)) + len(
+        tokenizer.encode(shorter.question, add_special_tokens=False)
+    )
+    assert total - 3 <= kept <= total - 1  # one token gone (a merge across the cut may take another)

@@ -143,3 +143,38 @@ def test_jsonl_copies_and_bad_data_dirs(tmp_path):
         validate(compose_config(["dataset=longbench_v2", f"dataset.data_dir={empty}"]))
     with pytest.raises(ConfigError, match=r"unknown task\(s\) \['qa'\] for longbench_v2"):
         validate(compose_config(["dataset=longbench_v2", "dataset.tasks=[qa]"]))
+
+
+@pytest.mark.parametrize("benchmark", ["longbench", "longbench_v2", "ruler"])
+def test_run_py_runs_each_benchmark_from_local_files(benchmark, tmp_path):
+    """`python run.py dataset=<benchmark> dataset.data_dir=<fixtures> model=tiny-llama`."""
+    from tests.test_longbench_runs import write_official as write_longbench
+    from tests.test_runner import run_py
+
+    data = tmp_path / "data"
+    data.mkdir()
+    if benchmark == "longbench":
+        write_longbench(data, "qasper", 2)
+        extra = [f"dataset.data_dir={data}", "dataset.tasks=[qasper]"]
+    elif benchmark == "longbench_v2":
+        write_official(data)
+        extra = [f"dataset.data_dir={data}", "dataset.tasks=[multi_document_qa]"]
+    else:  # the default RULER source: generated, no files, no download
+        extra = ["dataset.context_length=1024", "dataset.tasks=[vt,qa_2]"]
+    proc = run_py(
+        f"dataset={benchmark}",
+        "model=tiny-llama",
+        "logger=none",
+        "max_samples=2",
+        "max_new_tokens=3",
+        *extra,
+        f"paths.results_root={tmp_path / 'res'}",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (path,) = list((tmp_path / "res").rglob("results.json"))
+    results = json.loads(path.read_text())
+    assert results["run"]["dataset"] == benchmark and results["run"]["n_samples"] == (
+        4 if benchmark == "ruler" else 2
+    )
+    assert "average" in results["scores"] and len(results["scores"]) == (3 if benchmark == "ruler" else 2)
