@@ -64,8 +64,8 @@ def test_bytes_match_a_hand_count_for_the_papers_geometry():
     heads, tokens = 8, 50
     keys = torch.randn(1, heads, tokens, 128, dtype=torch.bfloat16)
     cache = one_layer_cache(keys, torch.randn(1, 32, 32, 128, dtype=torch.bfloat16), 0.8)
-    # per token and head: 26 kept bf16 (52) + 128-bit mask (16) + 102 sign bits (13) + a_t bf16 (2)
-    per_token_head_keys = 52 + 16 + 13 + 2
+    # per token and head: 26 kept bf16 (52) + 128-bit mask (16) + 128 sign bits (16) + a_t bf16 (2)
+    per_token_head_keys = 52 + 16 + 16 + 2
     dense_values = heads * tokens * 128 * 2
     s_bytes = heads * 128 * 4  # the per-head query statistic, float32
     assert memory.cache_bytes(cache) == heads * tokens * per_token_head_keys + s_bytes + dense_values
@@ -133,8 +133,9 @@ def test_logits_equal_the_dense_semantics(tiny, recovery, value_ratio):
         positions = torch.arange(120, 126).unsqueeze(0)
         logits.append(tiny.model(input_ids=follow, past_key_values=cache, position_ids=positions).logits)
     assert all(isinstance(layer, ChannelSparseLayer) and layer.packed_length == 60 for layer in cache.layers)
-    # head_dim 16 in float32, half the channels pruned: keys 8 x 4 + 2 + (1 + 4 for mean) bytes of 64
-    key_bytes = 32 + 2 + (5 if recovery == "mean" else 0)
+    # head_dim 16 in float32, half the channels pruned: keys 8 x 4 + 2-byte mask + (2 bytes of
+    # signs for the 16 channels + 4-byte a_t, for mean) bytes of 64
+    key_bytes = 32 + 2 + (6 if recovery == "mean" else 0)
     value_bytes = 32 + 2 + 4 if value_ratio else 64
     per_token = (key_bytes + value_bytes) / 128
     s_bytes = 2 * 2 * 16 * 4 if recovery == "mean" else 0  # layers x heads x D x float32
