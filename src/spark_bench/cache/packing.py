@@ -3,7 +3,8 @@
 Per token and KV head, a packed key row holds the ``T = D - floor(λD)`` kept values (in channel
 order), which channels they are (a D-bit mask, or T one-byte indices when that is smaller),
 one sign bit per channel (the kept channels' are redundant, see ``PackedKeys``) and ``a_t``
-(the mean pruned saliency, in the key dtype); per KV head, the query statistic ``s`` (float32). Rebuilding gives exactly ``sparsify_keys``' keys:
+(the mean pruned saliency, in the key dtype); per KV head, the query statistic ``s``
+(float32). Rebuilding gives exactly ``sparsify_keys``' keys:
 kept entries unchanged, pruned entries ``sign · sqrt(a_t / s)`` (zero for ``recovery="none"``,
 which stores neither signs nor ``a_t`` nor ``s``).
 
