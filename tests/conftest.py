@@ -45,3 +45,17 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def count_tokens() -> Callable[[str], int]:
+    """Token counts of the embedded tokenizer, as the RULER generators fit lengths."""
+    from spark_bench.models import embedded_tokenizer
+
+    tokenizer = embedded_tokenizer()
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+
+
+def prompt(sample) -> str:
+    """The whole prompt of a sample, before any chat template."""
+    return sample.context + sample.question + sample.answer_prefix

@@ -8,17 +8,7 @@ from spark_bench import metrics
 from spark_bench.data import max_new_tokens, ruler, uses_chat_template
 from spark_bench.data.ruler.haystack import NOISE_SENTENCE
 from spark_bench.metrics.ruler import postprocess, string_match_all, string_match_part
-from spark_bench.models import embedded_tokenizer
-
-
-@pytest.fixture(scope="module")
-def count_tokens():
-    tokenizer = embedded_tokenizer()
-    return lambda text: len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
-
-
-def prompt(sample) -> str:
-    return sample.context + sample.question + sample.answer_prefix
+from tests.conftest import prompt
 
 
 @pytest.mark.parametrize("task", ruler.NIAH_TASKS)

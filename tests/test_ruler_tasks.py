@@ -12,21 +12,10 @@ import pytest
 from spark_bench.config import ConfigError, validate
 from spark_bench.data import ruler
 from spark_bench.data.ruler import qa, sources
-from spark_bench.models import embedded_tokenizer
-from tests.conftest import compose_config
+from tests.conftest import compose_config, prompt
 
 # RULER's rule: prompt + generated tokens <= context length. "Within 2%" is the promise.
 LENGTH_TOLERANCE = 0.02
-
-
-@pytest.fixture(scope="module")
-def count_tokens():
-    tokenizer = embedded_tokenizer()
-    return lambda text: len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
-
-
-def prompt(sample) -> str:
-    return sample.context + sample.question + sample.answer_prefix
 
 
 @pytest.mark.parametrize("task", ruler.TASKS)

@@ -62,30 +62,29 @@ def check_task(name: str) -> None:
 
 def build_prompt(record: Mapping[str, Any]) -> str:
     """pred.py: the 0-shot template with the record's fields, replaced in its order."""
-    prompt = PROMPT.replace("$DOC$", record["context"].strip())
-    for marker, field in (
-        ("$Q$", "question"),
-        ("$C_A$", "choice_A"),
-        ("$C_B$", "choice_B"),
-        ("$C_C$", "choice_C"),
-        ("$C_D$", "choice_D"),
-    ):
-        prompt = prompt.replace(marker, record[field].strip())
-    return prompt
+    return _fill_question(PROMPT.replace("$DOC$", record["context"].strip()), record)
+
+
+# pred.py's replacements after $DOC$, in its order.
+_QUESTION_MARKERS = (
+    ("$Q$", "question"),
+    ("$C_A$", "choice_A"),
+    ("$C_B$", "choice_B"),
+    ("$C_C$", "choice_C"),
+    ("$C_D$", "choice_D"),
+)
+
+
+def _fill_question(text: str, record: Mapping[str, Any]) -> str:
+    for marker, field in _QUESTION_MARKERS:
+        text = text.replace(marker, record[field].strip())
+    return text
 
 
 def split_prompt(record: Mapping[str, Any]) -> tuple[str, str]:
     """(text up to the question, the rest); joined they are ``build_prompt``."""
     prompt = build_prompt(record)
-    tail = PROMPT[QUESTION_START:]
-    for marker, field in (
-        ("$Q$", "question"),
-        ("$C_A$", "choice_A"),
-        ("$C_B$", "choice_B"),
-        ("$C_C$", "choice_C"),
-        ("$C_D$", "choice_D"),
-    ):
-        tail = tail.replace(marker, record[field].strip())
+    tail = _fill_question(PROMPT[QUESTION_START:], record)
     if not prompt.endswith(tail):  # a document holding a marker changes the chained replace
         tail = prompt[prompt.rindex(PROMPT[QUESTION_START : QUESTION_START + 30]) :]
     return prompt[: len(prompt) - len(tail)], tail
