@@ -88,13 +88,19 @@ class PackedRows:
         flags = torch.zeros(shape, dtype=torch.uint8, device=self.kept.device)
         return flags.scatter_(-1, self.indices.long(), 1)
 
-    def merge(self, filled: torch.Tensor, keep: torch.Tensor, kept_rank: torch.Tensor) -> torch.Tensor:
-        """``filled`` with the kept values written at their channels; ``kept_rank`` [..., D] is
-        each channel's position among the token's kept ones (any value >= 0 on pruned ones)."""
+    def merge(
+        self, filled: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``filled`` with the kept values written at their channels (``keep``: ``keep_flags``),
+        into ``out`` when given (a slice of a longer buffer: it spares the caller a copy)."""
         if self.indices is not None:
-            return filled.scatter(-1, self.indices.long(), self.kept.to(filled.dtype))
+            merged = filled.scatter(-1, self.indices.long(), self.kept.to(filled.dtype))
+            return merged if out is None else out.copy_(merged)
+        # each channel's position among the token's kept ones (pruned channels: any in range,
+        # the select discards them)
+        kept_rank = keep.cumsum(-1).sub_(1).clamp_(min=0)
         spread = self.kept.gather(-1, kept_rank)
-        return torch.where(keep.view(torch.bool), spread.to(filled.dtype), filled)
+        return torch.where(keep.view(torch.bool), spread.to(filled.dtype), filled, out=out)
 
     def crop(self, length: int) -> None:
         self.kept = self.kept[:, :, :length]
@@ -145,20 +151,18 @@ class PackedKeys(_PackedLayerPart):
         a_t = mean_pruned_saliency(saliency, pruned, keys.dtype).to(keys.dtype)
         return cls(rows, pack_bits(keys < 0), a_t, inverse_sqrt_norm(s), n_pruned)
 
-    def unpack(self) -> torch.Tensor:
+    def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """The dense keys ``sparsify_keys`` returns, rebuilt with a handful of passes over them
-        (in-place integer steps: this runs for every layer at every decoding step)."""
+        (this runs for every layer at every decoding step), into ``out`` when given."""
         keep = self.rows.keep_flags()
         dtype = self.rows.kept.dtype
-        counted = keep.cumsum(-1)  # kept channels up to and including each channel
         if self.sign_bits is None:
-            filled = torch.zeros(keep.shape, dtype=dtype, device=keep.device)
-            return self.rows.merge(filled, keep, counted.sub_(1).clamp_(min=0))
+            return self.rows.merge(torch.zeros(keep.shape, dtype=dtype, device=keep.device), keep, out)
         # sign · sqrt(a_t) · 1/sqrt(s) on every channel in float32, exactly sparsify_keys'
         # recovered value on the pruned ones; the merge then overwrites the kept ones
         signs = _expand_bytes(self.sign_bits, "signs")[..., : self.rows.head_dim]
         filled = signs.mul_(self.mean_saliency.float().sqrt()).mul_(self.inv_sqrt_norm).to(dtype)
-        return self.rows.merge(filled, keep, counted.sub_(1).clamp_(min=0))
+        return self.rows.merge(filled, keep, out)
 
     def crop(self, length: int) -> None:
         self.rows.crop(length)
@@ -181,9 +185,9 @@ class PackedValues(_PackedLayerPart):
         n_kept = values.shape[-1] - math.floor(value_ratio * values.shape[-1])
         return cls(PackedRows.pack(values, ~pruned, n_kept), fill.to(values.dtype))
 
-    def unpack(self) -> torch.Tensor:
+    def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
         keep = self.rows.keep_flags()
-        return self.rows.merge(self.fill.expand(keep.shape), keep, keep.cumsum(-1).sub_(1).clamp_(min=0))
+        return self.rows.merge(self.fill.expand(keep.shape), keep, out)
 
     def crop(self, length: int) -> None:
         self.rows.crop(length)

@@ -20,6 +20,16 @@ from transformers.cache_utils import Cache
 from spark_bench.cache.packing import PackedKeys, PackedValues
 
 
+def _prefix_then_tail(packed: PackedKeys | PackedValues, tail: torch.Tensor) -> torch.Tensor:
+    """The rebuilt prefill followed by the dense tail, rebuilt straight into one buffer (a
+    concatenation would copy the whole layer once more at every decoding step)."""
+    batch, heads, length, dim = packed.shape()
+    out = tail.new_empty((batch, heads, length + tail.shape[-2], dim))
+    packed.unpack(out=out[:, :, :length])
+    out[:, :, length:] = tail
+    return out
+
+
 class ChannelSparseLayer(DynamicLayer):
     """One layer: a packed prefill (keys, and values packed or dense) and a dense tail."""
 
@@ -52,7 +62,7 @@ class ChannelSparseLayer(DynamicLayer):
         """Dense keys: the packed prefill rebuilt, then the tail."""
         if self.packed_keys is None:
             return self.tail_keys
-        return torch.cat([self.packed_keys.unpack(), self.tail_keys], dim=-2)
+        return _prefix_then_tail(self.packed_keys, self.tail_keys)
 
     @keys.setter
     def keys(self, tensor: torch.Tensor | None) -> None:
@@ -64,7 +74,8 @@ class ChannelSparseLayer(DynamicLayer):
         if self.packed_keys is None:
             return self.tail_values
         prefix = self.prefix_values
-        prefix = prefix.unpack() if isinstance(prefix, PackedValues) else prefix
+        if isinstance(prefix, PackedValues):
+            return _prefix_then_tail(prefix, self.tail_values)
         return torch.cat([prefix, self.tail_values], dim=-2)
 
     @values.setter
