@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from spark_bench.report import main, markdown_tables
 from spark_bench.results import load_results
 from spark_bench.runner import run
@@ -25,7 +27,7 @@ def test_results_tree_to_frame_and_table(make_config, tmp_path, capsys):
     assert "### tiny-llama · ruler · compression_ratio=0.1" in table
     assert "| press | niah_single_1 | niah_single_2 | average | KV / dense |" in table
     assert "| snap_spark (λ=0.5) |" in table and "| snapkv |" in table
-    assert main([str(root)]) == 0 and capsys.readouterr().out == table
+    assert main([str(root), "--out", str(tmp_path / "report")]) == 0 and capsys.readouterr().out == table
 
 
 def test_the_newest_run_of_a_config_wins(make_config, tmp_path):
@@ -41,3 +43,138 @@ def test_the_newest_run_of_a_config_wins(make_config, tmp_path):
     copy.write_text(json.dumps(stale))
     frame = load_results(root)
     assert len(frame) == 3 and (frame["score"] != 12.5).all()
+
+
+def fake_results(
+    root, press, key_ratio, scores, kv_bytes, budget=None, ratio=0.5, finished="2026-11-25T10:00:00+00:00"
+):
+    """A schema-1 results.json with chosen figures, as a finished run writes it."""
+    from spark_bench.results import write_results
+
+    run_block = {
+        "model": "llama3.1-8b",
+        "press": press,
+        "dataset": "longbench",
+        "tasks": list(scores),
+        "compression_ratio": None if budget else ratio,
+        "kv_budget": budget,
+        "key_ratio": key_ratio,
+        "value_ratio": 0.0 if key_ratio else None,
+        "recovery": "mean" if key_ratio else None,
+        "seed": 42,
+        "n_samples": 10,
+        "git_sha": None,
+        "started_at": finished,
+        "finished_at": finished,
+        "config_hash": f"{press}{key_ratio}{budget}",
+        "config": {"window_size": 32, "compress_questions": True},
+    }
+    results = {
+        "schema": 1,
+        "run": run_block,
+        "scores": {**scores, "average": round(sum(scores.values()) / len(scores), 2)},
+        "breakdown": {},
+        "memory": {
+            "kv_cache_bytes": kv_bytes,
+            "kv_cache_dense_bytes": 1000,
+            "peak_gpu_bytes": None,
+            "peak_rss_bytes": 1,
+        },
+        "timing": {"prefill_s": 1.0, "decode_s": 1.0, "total_s": 2.0},
+    }
+    path = root / f"{press}_{key_ratio}_{budget}" / "results.json"
+    path.parent.mkdir(parents=True)
+    write_results(path, results)
+
+
+def golden_tree(root):
+    fake_results(root, "snapkv", None, {"qasper": 40.0, "trec": 60.0}, 500)
+    fake_results(root, "snap_spark", 0.5, {"qasper": 39.5, "trec": 61.0}, 400)
+    fake_results(root, "snap_spark", 0.8, {"qasper": 35.25, "trec": 58.0}, 330)
+    fake_results(root, "snap_think", 0.5, {"qasper": 30.0, "trec": 50.0}, 500)
+    fake_results(root, "snapkv", None, {"qasper": 20.0, "trec": 30.0}, 100, budget=128)
+
+
+GOLDEN_MARKDOWN = """### llama3.1-8b · longbench · compression_ratio=0.5
+
+| press | qasper | trec | average | KV / dense |
+|---|---|---|---|---|
+| snap_spark (λ=0.5) | 39.50 | 61.00 | 50.25 | 0.40 |
+| snapkv | 40.00 | 60.00 | 50.00 | 0.50 |
+| snap_spark (λ=0.8) | 35.25 | 58.00 | 46.62 | 0.33 |
+| snap_think (λ=0.5) | 30.00 | 50.00 | 40.00 | 0.50 |
+
+### llama3.1-8b · longbench · kv_budget=128
+
+| press | qasper | trec | average | KV / dense |
+|---|---|---|---|---|
+| snapkv | 20.00 | 30.00 | 25.00 | 0.10 |
+"""
+
+
+def test_report_markdown_equals_golden_and_writes_csv_and_plots(tmp_path, capsys):
+    root = tmp_path / "results"
+    golden_tree(root)
+    out = tmp_path / "report"
+    assert main([str(root), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == GOLDEN_MARKDOWN
+    assert (out / "report.md").read_text() == GOLDEN_MARKDOWN
+    import pandas as pd
+
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 5 * 3 and {
+        "press",
+        "key_ratio",
+        "task",
+        "score",
+        "kv_cache_bytes",
+        "window_size",
+    } <= set(csv.columns)
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == [
+        "score_vs_key_ratio_llama3.1-8b_longbench.png",
+        "score_vs_kv_bytes_llama3.1-8b_longbench.png",
+    ]
+    assert all((out / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
+
+
+def test_default_output_is_under_the_results_root(tmp_path, capsys):
+    root = tmp_path / "results"
+    golden_tree(root)
+    assert main([str(root)]) == 0
+    assert (root / "report" / "report.md").is_file() and (root / "report" / "results.csv").is_file()
+    assert len(load_results(root)) == 15  # the report folder adds no runs
+
+
+def test_paper_table_and_relative_scores(tmp_path):
+    from spark_bench.report import pareto_front
+    from spark_bench.results import paper_table, relative_scores
+
+    root = tmp_path / "results"
+    golden_tree(root)
+    frame = load_results(root)
+    table = paper_table(frame)
+    row = table.loc[("llama3.1-8b", "longbench", "compression_ratio=0.5", "snap_spark (λ=0.8)")]
+    assert list(table.columns) == ["qasper", "trec", "average", "kv_ratio"]
+    assert row["average"] == 46.62 and row["kv_ratio"] == 0.33
+    relative = relative_scores(frame, baseline="snapkv")
+    spark = relative[
+        (relative["press"] == "snap_spark") & (relative["key_ratio"] == 0.5) & (relative["task"] == "trec")
+    ]
+    assert spark["baseline_score"].item() == 60.0 and round(spark["relative_score"].item(), 4) == round(
+        61 / 60, 4
+    )
+    with pytest.raises(
+        ValueError, match=r"baseline press 'no_press' has no run here; presses: \['snap_spark'"
+    ):
+        relative_scores(frame, baseline="no_press")
+    averages = frame[(frame["task"] == "average") & (frame["kv_budget"].isna())]
+    front = pareto_front(averages)
+    assert list(front["kv_cache_bytes"]) == [330, 400]  # snapkv at 500 B is beaten by λ=0.5 at 400 B
+
+
+def test_knobs_of_the_config_are_columns(tmp_path):
+    root = tmp_path / "results"
+    golden_tree(root)
+    frame = load_results(root)
+    assert (frame["window_size"] == 32).all() and frame["compress_questions"].all()

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
@@ -159,18 +160,71 @@ RUN_COLUMNS = (
 
 def load_results(root: str | Path) -> pd.DataFrame:
     """Every ``results.json`` under ``root`` as a tidy frame: one row per run and task (the
-    ``average`` included as a task), run knobs, memory and timing as columns. Where several runs
-    share a config hash, the newest (``finished_at``) wins."""
+    ``average`` included as a task). Columns: the run block's knobs, every scalar knob of the
+    resolved config (``window_size``, ``compress_questions``, ...; ``context_length`` for RULER),
+    memory and timing, and ``path``. Where several runs share a config hash, the newest
+    (``finished_at``) wins."""
     import pandas as pd
 
     rows = []
     for path in sorted(Path(root).rglob(RESULTS_NAME)):
         results = read_results(path)
         run = {k: results["run"][k] for k in RUN_COLUMNS}
-        extra = {**results["memory"], **results["timing"], "path": str(path.parent)}
+        config = results["run"].get("config", {})
+        knobs = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k not in run}
+        if "context_length" in config.get("dataset", {}):
+            knobs["context_length"] = config["dataset"]["context_length"]
+        extra = {**knobs, **results["memory"], **results["timing"], "path": str(path.parent)}
         rows += [{**run, "task": task, "score": score, **extra} for task, score in results["scores"].items()]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     newest = frame.groupby("config_hash")["finished_at"].transform("max")
     return frame[frame["finished_at"] == newest].reset_index(drop=True)
+
+
+def budget_label(row: Mapping[str, Any]) -> str:
+    """How many tokens a run keeps, as the paper's tables head their blocks."""
+    if _present(row["kv_budget"]):
+        return f"kv_budget={int(row['kv_budget'])}"
+    if _present(row["compression_ratio"]):
+        return f"compression_ratio={row['compression_ratio']:g}"
+    return "full cache"
+
+
+def press_label(row: Mapping[str, Any]) -> str:
+    """A press with its key ratio, as the paper's table rows: ``snap_spark (λ=0.8)``."""
+    return row["press"] if not _present(row["key_ratio"]) else f"{row['press']} (λ={row['key_ratio']:g})"
+
+
+def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's layout: one row per (model, dataset, budget, press with key ratio), one
+    column per task, ``average`` last, plus ``kv_ratio`` (KV bytes held / dense)."""
+    labelled = frame.assign(budget=frame.apply(budget_label, axis=1), row=frame.apply(press_label, axis=1))
+    index = ["model", "dataset", "budget", "row"]
+    table = labelled.pivot_table(index=index, columns="task", values="score", aggfunc="first")
+    tasks = [c for c in table.columns if c != "average"] + (["average"] if "average" in table.columns else [])
+    memory = labelled.groupby(index)[["kv_cache_bytes", "kv_cache_dense_bytes"]].first()
+    table = table[tasks].assign(kv_ratio=memory["kv_cache_bytes"] / memory["kv_cache_dense_bytes"])
+    table.columns.name = None
+    return table
+
+
+def relative_scores(frame: pd.DataFrame, baseline: str = "snapkv") -> pd.DataFrame:
+    """``frame`` with ``baseline_score`` (the ``baseline`` press's score on the same model,
+    dataset, budget and task) and ``relative_score`` = score / baseline_score (NaN where the
+    baseline has no run or scores 0)."""
+    if baseline not in set(frame["press"]):
+        raise ValueError(
+            f"baseline press {baseline!r} has no run here; presses: {sorted(set(frame['press']))}"
+        )
+    labelled = frame.assign(budget=frame.apply(budget_label, axis=1))
+    keys = ["model", "dataset", "budget", "task"]
+    base = labelled[labelled["press"] == baseline].groupby(keys)["score"].first().rename("baseline_score")
+    merged = labelled.join(base, on=keys)
+    merged["relative_score"] = merged["score"] / merged["baseline_score"].where(merged["baseline_score"] != 0)
+    return merged
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value == value  # NaN != NaN
