@@ -28,7 +28,16 @@ PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
 
 
+def knob_tags(spec: RunSpec) -> str:
+    """The press knobs that apply, short: ``cr0.1_kr0.5_recmean_w32``."""
+    return "_".join(f"{KNOB_TAGS[k]}{v}" for k, v in spec.knobs.items() if v is not None)
+
+
 def run_dir(results_root: str | Path, spec: RunSpec) -> Path:
-    tags = [f"{KNOB_TAGS[k]}{v}" for k, v in spec.knobs.items() if v is not None]
-    leaf = "_".join([*tags, spec.config_hash])
+    leaf = "_".join(part for part in (knob_tags(spec), spec.config_hash) if part)
     return Path(results_root) / spec.dataset / spec.model / spec.press / leaf
+
+
+def run_name(spec: RunSpec) -> str:
+    """A run's readable name for trackers: ``snap_spark-smollm2-135m-ruler-cr0.1_kr0.5_recmean_w32``."""
+    return "-".join(part for part in (spec.press, spec.model, spec.dataset, knob_tags(spec)) if part)

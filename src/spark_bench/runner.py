@@ -41,11 +41,11 @@ def run(cfg: DictConfig) -> Results:
     _check_writable(out_dir)
     log.info("run %s/%s/%s -> %s", spec.dataset, spec.model, spec.press, out_dir)
     config = effective_config(cfg, spec.knobs)
-    tracker = start_tracker(cfg.logger, f"{spec.press}-{spec.model}-{spec.dataset}", config, out_dir)
+    tracker = start_tracker(cfg.logger, paths.run_name(spec), config, out_dir)
     failed = True
     try:
         results = _run(cfg, spec, out_dir, config)
-        tracker.log_results(results)
+        tracker.log_results(results, out_dir / paths.PREDICTIONS_FILE)
         failed = False
         return results
     finally:

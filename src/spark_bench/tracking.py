@@ -1,11 +1,16 @@
 """Experiment tracking: W&B mirrors what the run wrote, never the other way round.
 
-A tracking failure (no network, no login, wandb missing) warns and the benchmark goes on;
-results are already on disk by the time anything is logged.
+One W&B run per Hydra job, named from the config choices and knobs, grouped by sweep (the
+multirun's sweep directory, unless ``logger.group`` is set), with the resolved config; at the
+end the scores, breakdown, memory and timings as summary and the per-sample predictions as a
+table, read back from the files the run wrote. A tracking failure (no network, no login,
+wandb missing) warns and the benchmark goes on; results are already on disk by the time
+anything is logged.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
@@ -21,8 +26,8 @@ LOGGERS = ("none", "wandb")
 class Tracker:
     """The no-op tracker (``logger=none``) and the interface of every tracker."""
 
-    def log_results(self, results: Mapping[str, Any]) -> None:
-        """Mirror a finished ``results.json``."""
+    def log_results(self, results: Mapping[str, Any], predictions: Path | None = None) -> None:
+        """Mirror a finished ``results.json`` and its ``predictions.jsonl``."""
 
     def finish(self, failed: bool = False) -> None:
         """Close the run (marked failed if the benchmark raised)."""
@@ -38,7 +43,7 @@ class WandbTracker(Tracker):
             self._run = wandb.init(
                 project=settings["project"],
                 entity=settings.get("entity"),
-                group=settings.get("group"),
+                group=settings.get("group") or sweep_group(),
                 tags=list(settings.get("tags") or []),
                 mode=os.environ.get("WANDB_MODE") or settings["mode"],
                 name=name,
@@ -49,15 +54,19 @@ class WandbTracker(Tracker):
         except Exception as err:  # tracking must never cost a benchmark run
             warnings.warn(f"W&B tracking disabled: {err}", stacklevel=2)
 
-    def log_results(self, results: Mapping[str, Any]) -> None:
+    def log_results(self, results: Mapping[str, Any], predictions: Path | None = None) -> None:
         if self._run is None:
             return
         try:
-            summary = {f"scores/{k}": v for k, v in results["scores"].items()}
-            summary |= {f"memory/{k}": v for k, v in results["memory"].items() if v is not None}
-            summary |= {f"timing/{k}": v for k, v in results["timing"].items()}
-            summary["n_samples"] = results["run"]["n_samples"]
-            self._run.summary.update(summary)
+            import wandb
+
+            self._run.summary.update(summary(results))
+            if predictions is not None and predictions.is_file():
+                rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
+                table = wandb.Table(columns=list(PREDICTION_COLUMNS))
+                for row in rows:
+                    table.add_data(*[_cell(row.get(column)) for column in PREDICTION_COLUMNS])
+                self._run.log({"predictions": table})
         except Exception as err:
             warnings.warn(f"W&B logging failed: {err}", stacklevel=2)
 
@@ -69,6 +78,44 @@ class WandbTracker(Tracker):
         except Exception as err:
             warnings.warn(f"W&B finish failed: {err}", stacklevel=2)
         self._run = None
+
+
+PREDICTION_COLUMNS = (
+    "id", "task", "prediction", "answers", "score", "context_tokens", "kv_cache_bytes",
+    "prefill_s", "decode_s",
+)  # fmt: skip
+
+
+def summary(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat summary keys of a results.json: ``scores/<task>``, ``breakdown/<scope>/<group>``,
+    ``memory/<key>`` (nulls left out), ``timing/<key>``, ``n_samples``."""
+    flat = {f"scores/{k}": v for k, v in results["scores"].items()}
+    for scope, groups in results.get("breakdown", {}).items():
+        flat |= {f"breakdown/{scope}/{g}": v for g, v in groups.items() if v is not None}
+    flat |= {f"memory/{k}": v for k, v in results["memory"].items() if v is not None}
+    flat |= {f"timing/{k}": v for k, v in results["timing"].items()}
+    flat["n_samples"] = results["run"]["n_samples"]
+    return flat
+
+
+def sweep_group() -> str | None:
+    """The multirun this job belongs to (its sweep directory's name), None outside one."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized():
+            return None
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            return None
+        return Path(hydra_cfg.sweep.dir).name
+    except Exception:  # outside Hydra, or an older Hydra: no group
+        return None
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def start_tracker(
