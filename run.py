@@ -1,25 +1,44 @@
 """spark_bench entry point: ``python run.py [group=choice ...] [knob=value ...]`` (see README)."""
 
+import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from spark_bench import sweep
 from spark_bench.config import ConfigError, register_resolvers
 from spark_bench.models import ModelLoadError
-from spark_bench.runner import run
+from spark_bench.runner import plan, run
 
 register_resolvers()
+log = logging.getLogger("spark_bench")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | None:
     try:
+        if cfg.dry_run:  # list what a (multi)run would do: python run.py -m +sweep=... dry_run=true
+            print(plan(cfg))
+            return None
         results = run(cfg)
     except (ConfigError, ModelLoadError) as err:  # the user's input, not our bug: no traceback
         print(f"spark_bench: error: {err}", file=sys.stderr)
+        if sweep.in_multirun():
+            return _failed_point(err)
         sys.exit(2)
+    except Exception as err:
+        if sweep.in_multirun():
+            log.exception("this sweep point failed")
+            return _failed_point(err)
+        raise
     return results["scores"]["average"]
+
+
+def _failed_point(err: BaseException) -> None:
+    """A failed sweep point is recorded and returns, so that Hydra runs the other points and
+    ends with the sweep summary (which exits 1 when a point failed)."""
+    sweep.record_job("failed", error=err)
 
 
 if __name__ == "__main__":

@@ -59,3 +59,17 @@ def count_tokens() -> Callable[[str], int]:
 def prompt(sample) -> str:
     """The whole prompt of a sample, before any chat template."""
     return sample.context + sample.question + sample.answer_prefix
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster (tests/slurm_cluster.py), or a skip saying why not."""
+    from tests.slurm_cluster import ClusterUnavailable, LocalSlurm
+
+    cluster = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except ClusterUnavailable as err:
+        pytest.skip(f"no local SLURM cluster here: {err}")
+    yield cluster
+    cluster.stop()

@@ -35,6 +35,10 @@ GROUPS = ("model", "press", "dataset", "logger")
 EAGER_PRESSES = ("kvpress.ObservedAttentionPress",)
 
 
+# Config keys that do not change a run's outputs: left out of its effective config and hash.
+NOT_OUTPUT_KEYS = ("hydra", "logger", "paths", "rerun", "dry_run", PRESS_RATIO_KEY)
+
+
 class ConfigError(ValueError):
     """A run config that cannot run; the message names the value and what is valid."""
 
@@ -120,6 +124,9 @@ def validate(cfg: DictConfig) -> RunSpec:
             _check_positive_int(cfg, knob)
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    for flag in ("rerun", "dry_run"):
+        if not isinstance(cfg.get(flag, False), bool):
+            raise ConfigError(f"{flag}={cfg[flag]!r} must be true or false")
     tasks = _check_tasks(cfg.dataset)
     _check_data_dir(cfg.dataset, tasks)
     _check_attention(cfg)
@@ -254,12 +261,13 @@ def effective_config(cfg: DictConfig, knobs: Mapping[str, Any]) -> dict[str, Any
     and press knobs the chosen press does not read set to null."""
     resolved: dict[str, Any] = {}
     for key in cfg:
-        if key in ("hydra", "logger", "paths", PRESS_RATIO_KEY):
+        if key in NOT_OUTPUT_KEYS:
             continue
         value = cfg[key]
         resolved[str(key)] = (
             OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         )
+    resolved.get("model", {}).pop("resources", None)  # scheduler resources do not change outputs
     resolved.update(knobs)
     return resolved
 

@@ -23,22 +23,40 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from spark_bench import engine, memory, metrics, paths
+from spark_bench import engine, memory, metrics, paths, sweep
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
 from spark_bench.data import Sample, load_samples
 from spark_bench.data.truncation import truncate_middle
 from spark_bench.models import load_model
 from spark_bench.presses import build_press
-from spark_bench.results import Prediction, PredictionLog, Results, write_results
+from spark_bench.results import Prediction, PredictionLog, Results, read_results, write_results
 from spark_bench.tracking import start_tracker
 
 log = logging.getLogger(__name__)
+
+
+def plan(cfg: DictConfig) -> str:
+    """dry_run=true: one line saying what this job would do, after checking its config."""
+    spec = validate(cfg)
+    out_dir = paths.run_dir(cfg.paths.results_root, spec)
+    state = "done" if complete_results(out_dir, spec) is not None and not cfg.rerun else "todo"
+    return f"{state:4}  {paths.run_name(spec)}  -> {out_dir}"
 
 
 def run(cfg: DictConfig) -> Results:
     spec = validate(cfg)
     out_dir = paths.run_dir(cfg.paths.results_root, spec)
     _check_writable(out_dir)
+    if cfg.rerun:
+        _archive_previous(out_dir)
+    else:
+        finished = complete_results(out_dir, spec)
+        if finished is not None:
+            log.info(
+                "skipping %s: it holds a complete results.json of this config (rerun=true forces)", out_dir
+            )
+            sweep.record_job("skipped", out_dir)
+            return finished
     log.info("run %s/%s/%s -> %s", spec.dataset, spec.model, spec.press, out_dir)
     config = effective_config(cfg, spec.knobs)
     tracker = start_tracker(cfg.logger, paths.run_name(spec), config, out_dir)
@@ -47,6 +65,7 @@ def run(cfg: DictConfig) -> Results:
         results = _run(cfg, spec, out_dir, config)
         tracker.log_results(results, out_dir / paths.PREDICTIONS_FILE)
         failed = False
+        sweep.record_job("done", out_dir)
         return results
     finally:
         tracker.finish(failed=failed)
@@ -91,6 +110,34 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
 
     ordered = [done[s.id] for s in samples]
     return _finish(cfg, spec, out_dir, config, ordered, samples, started_at, total_s)
+
+
+def complete_results(out_dir: Path, spec: RunSpec) -> Results | None:
+    """The finished results of this exact config in ``out_dir``, if any (``results.json`` is
+    written once, at the end of a complete run)."""
+    path = out_dir / paths.RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        results = read_results(path)
+    except (ValueError, OSError) as err:
+        log.warning("%s is unreadable (%s): running again", path, err)
+        return None
+    return results if results["run"]["config_hash"] == spec.config_hash else None
+
+
+def _archive_previous(out_dir: Path) -> None:
+    """rerun=true: move earlier outputs to ``previous/<time>/`` (nothing written is lost)."""
+    earlier = [
+        out_dir / name for name in (paths.RESULTS_FILE, paths.PREDICTIONS_FILE) if (out_dir / name).exists()
+    ]
+    if not earlier:
+        return
+    archive = out_dir / "previous" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    archive.mkdir(parents=True)
+    for path in earlier:
+        path.rename(archive / path.name)
+    log.info("rerun=true: earlier outputs moved to %s", archive)
 
 
 def _truncate(tokenizer, samples: list[Sample], max_tokens: int) -> list[Sample]:

@@ -1,0 +1,118 @@
+"""Multirun bookkeeping: what each job of a sweep did, and the summary at the end.
+
+Every job of a Hydra multirun (basic launcher or SLURM through submitit) appends one line to
+``<sweep dir>/jobs.jsonl``: done, skipped (a complete ``results.json`` of the same config was
+already there) or failed (with the error and the job's log file). The ``SweepSummary``
+callback, run by Hydra in the launching process once every job has returned, reads those lines
+and says what happened, so a failed point of a long grid is named with its log, not lost in
+Hydra's exit code. A failed point returns normally to Hydra (``run.py``), so that the other
+points run and the summary is made; the summary then exits 1. (On SLURM the failed point's job
+therefore ends COMPLETED: ``jobs.jsonl`` and ``summary.json`` say what really happened.)
+Outside a multirun nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+log = logging.getLogger(__name__)
+
+JOBS_FILE = "jobs.jsonl"
+SUMMARY_FILE = "summary.json"
+STATUSES = ("done", "skipped", "failed")
+
+
+def _hydra() -> Any | None:
+    """Hydra's runtime config of this job when it is one point of a multirun, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:
+        return None
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def in_multirun() -> bool:
+    return _hydra() is not None
+
+
+def record_job(status: str, run_dir: Path | None = None, error: BaseException | None = None) -> None:
+    """Append this job's outcome to its sweep's ``jobs.jsonl`` (one short O_APPEND write, so
+    concurrent SLURM jobs on a shared filesystem do not interleave lines)."""
+    if status not in STATUSES:
+        raise ValueError(f"job status {status!r} is not one of {list(STATUSES)}")
+    hydra_cfg = _hydra()
+    if hydra_cfg is None:
+        return
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    entry = {
+        "job": hydra_cfg.job.num,
+        "overrides": list(hydra_cfg.overrides.task),
+        "status": status,
+        "run_dir": str(run_dir) if run_dir is not None else None,
+        "log": str(output_dir / f"{hydra_cfg.job.name}.log"),
+        "error": None if error is None else f"{type(error).__name__}: {error}",
+    }
+    if error is not None and not isinstance(error, ValueError):  # a bug, not bad input: keep its trace
+        entry["traceback"] = "".join(traceback.format_exception(error))[-4000:]
+    line = (json.dumps(entry) + "\n").encode()
+    path = Path(hydra_cfg.sweep.dir) / JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The newest record of each job of a sweep (a relaunch appends new ones)."""
+    path = Path(sweep_dir) / JOBS_FILE
+    if not path.is_file():
+        return []
+    newest: dict[tuple[str, ...], dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            newest[tuple(entry["overrides"])] = entry
+    return sorted(newest.values(), key=lambda e: e["job"])
+
+
+def summarize(jobs: list[dict[str, Any]]) -> str:
+    counts = Counter(job["status"] for job in jobs)
+    lines = [f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"]
+    for job in jobs:
+        if job["status"] == "failed":
+            lines.append(
+                f"  FAILED #{job['job']} {' '.join(job['overrides'])}: {job['error']} (log: {job['log']})"
+            )
+    return "\n".join(lines)
+
+
+class SweepSummary(Callback):
+    """Says, at the end of a multirun, which points were done, skipped or failed, and writes
+    ``<sweep dir>/summary.json``."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = read_jobs(sweep_dir)
+        if not jobs:
+            return
+        text = summarize(jobs)
+        counts = Counter(job["status"] for job in jobs)
+        payload = {"counts": {s: counts[s] for s in STATUSES}, "jobs": jobs}
+        (sweep_dir / SUMMARY_FILE).write_text(json.dumps(payload, indent=1))
+        log.info("%s", text)
+        if counts["failed"]:
+            raise SystemExit(1)

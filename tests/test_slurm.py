@@ -1,0 +1,105 @@
+"""Sweeps as SLURM jobs on a real local cluster (tests/slurm_cluster.py): failure isolation,
+skip on relaunch, and a scancel'd job that finishes on relaunch with the uninterrupted scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spark_bench.sweep import read_jobs
+from tests.test_runner import ROOT, run_py
+
+pytestmark = pytest.mark.slurm
+LAUNCH = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.mem_gb=3"]
+
+
+@pytest.fixture
+def slurm_env(slurm_cluster, monkeypatch):
+    for key, value in slurm_cluster.env.items():
+        monkeypatch.setenv(key, value)  # sbatch/sacct of the launcher find the test cluster
+    return {**os.environ, **slurm_cluster.env}
+
+
+def sacct_jobs(env) -> list[tuple[str, str]]:
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State"], env=env, capture_output=True, text=True
+    )
+    return [tuple(line.split("|")) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_a_three_point_sweep_runs_as_slurm_jobs_and_isolates_a_failure(slurm_env, tmp_path):
+    before = len(sacct_jobs(slurm_env))
+
+    def launch(name: str):
+        return run_py(
+            "-m", "+sweep=smoke", *LAUNCH, "press=snapkv", "key_ratio=0.5",
+            "dataset.context_length=512,40,600",
+            f"paths.results_root={tmp_path / 'res'}", f"hydra.sweep.dir={tmp_path / name}", timeout=600,
+        )  # fmt: skip
+
+    first = launch("first")  # context_length=40 cannot hold a RULER prompt: that point fails
+    assert first.returncode == 1, first.stderr[-3000:]
+    jobs = sacct_jobs(slurm_env)[before:]
+    assert len(jobs) == 3, jobs  # three jobs went through the scheduler
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    (failed,) = [j for j in summary["jobs"] if j["status"] == "failed"]
+    assert "dataset.context_length=40" in failed["overrides"] and Path(failed["log"]).is_file()
+    assert len(list((tmp_path / "res").rglob("results.json"))) == 2
+
+    again = launch("again")  # the same sweep: the two finished points are skipped, the failed one reruns
+    assert again.returncode == 1
+    assert [j["status"] for j in read_jobs(tmp_path / "again")] == ["skipped", "failed", "skipped"]
+
+
+def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slurm_env, tmp_path):
+    point = ["model=tiny-llama", "press=snap_spark", "logger=none", "max_samples=8", "max_new_tokens=48",
+             "dataset.context_length=2048"]  # fmt: skip
+    reference = run_py(
+        *point, f"paths.results_root={tmp_path / 'reference'}", f"hydra.run.dir={tmp_path / 'h'}"
+    )
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    (reference_results,) = list((tmp_path / "reference").rglob("results.json"))
+
+    command = [sys.executable, "run.py", "-m", *point, *LAUNCH, f"paths.results_root={tmp_path / 'res'}"]
+    launcher = subprocess.Popen(
+        [*command, f"hydra.sweep.dir={tmp_path / 'first'}"], cwd=ROOT, env=slurm_env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    predictions = None
+    while time.monotonic() < deadline:  # wait until the job has answered a few samples
+        found = list((tmp_path / "res").rglob("predictions.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 3:
+            predictions = found[0]
+            break
+        time.sleep(0.5)
+    assert predictions is not None, "the SLURM job never started answering"
+    running = [job for job, state in sacct_jobs(slurm_env) if state == "RUNNING"]
+    assert running, sacct_jobs(slurm_env)
+    subprocess.run(["scancel", *running], env=slurm_env, check=True)
+    launcher.communicate(timeout=300)
+    assert launcher.returncode != 0  # the launcher reports the cancelled job
+    answered = len(predictions.read_text().splitlines())
+    assert 3 <= answered < 16 and not list((tmp_path / "res").rglob("results.json"))
+
+    relaunch = subprocess.run(
+        [*command, f"hydra.sweep.dir={tmp_path / 'second'}"], cwd=ROOT, env=slurm_env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+    assert relaunch.returncode == 0, relaunch.stdout[-3000:] + relaunch.stderr[-3000:]
+    (results_path,) = list((tmp_path / "res").rglob("results.json"))
+    results, reference_scores = (
+        json.loads(results_path.read_text()),
+        json.loads(reference_results.read_text()),
+    )
+    assert results["scores"] == reference_scores["scores"]
+    assert results["run"]["n_samples"] == 16
+    job_logs = "".join(p.read_text() for p in (tmp_path / "second").rglob("*.log"))
+    assert f"resuming: {answered} of 16 samples already answered" in job_logs

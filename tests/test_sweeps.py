@@ -1,0 +1,94 @@
+"""Sweeps as config files, run locally: dry run, skip of finished points, failure isolation
+with a summary, rerun. (The same against a real SLURM cluster: tests/test_slurm.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from spark_bench.config import validate
+from spark_bench.sweep import read_jobs
+from tests.conftest import compose_config, group_choices
+from tests.test_runner import run_py
+
+SWEEPS = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+
+
+def test_the_paper_grids_exist():
+    assert {"longbench_budgets", "key_ratio_curve", "ruler_lengths", "longbench_v2", "smoke"} <= set(SWEEPS)
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_composes_and_names_valid_choices(name):
+    cfg = compose_config([f"+sweep={name}"])
+    validate(cfg)  # the base point of the grid is a valid run
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    assert params, f"{name} sweeps nothing"
+    for key, values in params.items():
+        values = [v.strip() for v in str(values).split(",")]
+        if key in ("press", "model", "dataset"):
+            unknown = set(values) - set(group_choices(key))
+            assert not unknown, f"{name}: {key} has unknown choices {unknown}"
+        else:
+            for value in values:  # each point composes and passes the checks
+                validate(compose_config([f"+sweep={name}", f"{key}={value}"]))
+
+
+def test_slurm_launcher_config_is_documented_and_resolves():
+    cfg = compose_config(["+sweep=longbench_budgets", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.gpus_per_node == 1 and launcher.mem_gb == 64 and launcher.timeout_min == 480  # 8B preset
+    tiny = compose_config(["+sweep=smoke", "hydra/launcher=slurm"]).hydra.launcher
+    assert tiny.gpus_per_node == 0 and tiny.cpus_per_task == 2
+
+
+def test_dry_run_lists_the_jobs_and_runs_nothing(tmp_path):
+    proc = run_py("-m", "+sweep=smoke", "dry_run=true", f"paths.results_root={tmp_path / 'res'}",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("todo", "done"))]
+    assert len(lines) == 4 and all(line.startswith("todo") for line in lines)
+    assert sum("snap_spark-tiny-llama-ruler-cr0.1_kr0.8" in line for line in lines) == 1
+    assert not (tmp_path / "res").exists()
+
+
+def sweep(tmp_path, name: str, *extra: str):
+    return run_py(
+        "-m", "+sweep=smoke", "press=snapkv", "key_ratio=0.5", "dataset.context_length=512,40,600", *extra,
+        f"paths.results_root={tmp_path / 'res'}", f"hydra.sweep.dir={tmp_path / name}",
+    )  # fmt: skip
+
+
+def test_a_failed_point_leaves_the_others_complete_and_a_relaunch_skips_them(tmp_path):
+    first = sweep(tmp_path, "first")  # context_length=40 cannot hold a RULER prompt: that point fails
+    assert first.returncode == 1
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    (failed,) = [job for job in summary["jobs"] if job["status"] == "failed"]
+    assert "dataset.context_length=40" in failed["overrides"] and "cannot hold the prompt" in failed["error"]
+    assert Path(failed["log"]).is_file() and "cannot hold the prompt" in Path(failed["log"]).read_text()
+    output = first.stdout + first.stderr
+    assert "sweep: 2 done, 0 skipped, 1 failed" in output and failed["log"] in output
+    assert len(list((tmp_path / "res").rglob("results.json"))) == 2
+
+    again = sweep(tmp_path, "again")
+    assert again.returncode == 1
+    jobs = read_jobs(tmp_path / "again")
+    assert [j["status"] for j in jobs] == ["skipped", "failed", "skipped"]
+    assert "sweep: 0 done, 2 skipped, 1 failed" in again.stdout + again.stderr
+
+
+def test_rerun_moves_earlier_outputs_aside(tmp_path):
+    args = ["+sweep=smoke", "press=snapkv", f"paths.results_root={tmp_path / 'res'}",
+            f"hydra.run.dir={tmp_path / 'h'}"]  # fmt: skip
+    assert run_py(*args).returncode == 0
+    (results,) = list((tmp_path / "res").rglob("results.json"))
+    first = results.read_text()
+    assert run_py(*args, "rerun=true").returncode == 0
+    (archived,) = list(results.parent.glob("previous/*/results.json"))
+    assert archived.read_text() == first and results.is_file()
+    assert (archived.parent / "predictions.jsonl").is_file()
