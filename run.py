@@ -23,9 +23,10 @@ def main(cfg: DictConfig) -> float | None:
             return None
         results = run(cfg)
     except (ConfigError, ModelLoadError) as err:  # the user's input, not our bug: no traceback
-        print(f"spark_bench: error: {err}", file=sys.stderr)
         if sweep.in_multirun():
+            log.error("spark_bench: error: %s", err)  # into this point's job log
             return _failed_point(err)
+        print(f"spark_bench: error: {err}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
         if sweep.in_multirun():

@@ -90,6 +90,12 @@ def encode(tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample], compre
     return Prompt(prefill_ids, tuple(query_ids))
 
 
+def release_memory() -> None:
+    """After a failed sample (CUDA out of memory): hand cached blocks back so the next fits."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so that wall-clock timings cover it (a no-op on the CPU)."""
     if device.type == "cuda":

@@ -37,6 +37,7 @@ class RunBlock(TypedDict):
     recovery: str | None
     seed: int
     n_samples: int
+    n_failed: int  # samples that raised (scored as empty answers, errors in predictions.jsonl)
     git_sha: str | None
     started_at: str  # ISO 8601, UTC
     finished_at: str
@@ -68,7 +69,7 @@ class Results(TypedDict):
     timing: TimingBlock
 
 
-class Prediction(TypedDict):
+class Prediction(TypedDict, total=False):
     id: str
     task: str
     prediction: str
@@ -79,6 +80,7 @@ class Prediction(TypedDict):
     kv_cache_dense_bytes: int
     prefill_s: float
     decode_s: float
+    error: str  # only on a sample that raised (its prediction is "", its score 0); retried on resume
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -8,6 +8,7 @@ continues where it stopped), scores with each task's official metric and writes
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
@@ -34,6 +35,8 @@ from spark_bench.tracking import start_tracker
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = ".lock"
+
 
 def plan(cfg: DictConfig) -> str:
     """dry_run=true: one line saying what this job would do, after checking its config."""
@@ -59,27 +62,67 @@ def run(cfg: DictConfig) -> Results:
             return finished
     log.info("run %s/%s/%s -> %s", spec.dataset, spec.model, spec.press, out_dir)
     config = effective_config(cfg, spec.knobs)
-    tracker = start_tracker(cfg.logger, paths.run_name(spec), config, out_dir)
-    failed = True
-    try:
-        results = _run(cfg, spec, out_dir, config)
-        tracker.log_results(results, out_dir / paths.PREDICTIONS_FILE)
-        failed = False
-        sweep.record_job("done", out_dir)
-        return results
-    finally:
-        tracker.finish(failed=failed)
+    with RunLock(out_dir):
+        tracker = start_tracker(cfg.logger, paths.run_name(spec), config, out_dir)
+        failed = True
+        try:
+            results = _run(cfg, spec, out_dir, config)
+            tracker.log_results(results, out_dir / paths.PREDICTIONS_FILE)
+            failed = False
+            sweep.record_job("done", out_dir)
+            return results
+        finally:
+            tracker.finish(failed=failed)
+
+
+class RunLock:
+    """One process per run directory: a second process started with the same config stops
+    with a clear error instead of interleaving its answers with the first's. An flock, so the
+    kernel releases it when the holder dies, even by SIGKILL (on NFS, flock may only be local
+    to a node: do not start the same config on two nodes)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_FILE
+        self.handle = None
+
+    def __enter__(self) -> RunLock:
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ConfigError(
+                f"another process (pid {holder}) is running this config in {self.path.parent}: "
+                "wait for it to finish or stop it; the same command afterwards continues its work"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
 
 
 def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) -> Results:
     started_at = _now()
     _seed_everything(cfg.seed)
     loaded = load_model(cfg.model)
-    samples = load_samples(cfg.dataset, loaded.tokenizer, cfg.seed, cfg.max_samples)
+    try:
+        samples = load_samples(cfg.dataset, loaded.tokenizer, cfg.seed, cfg.max_samples)
+    except (ValueError, FileNotFoundError) as err:  # bad data files, a context too short: the input's fault
+        raise ConfigError(str(err)) from err
     press = build_press(cfg.press)
 
     predictions = PredictionLog(out_dir / paths.PREDICTIONS_FILE)
-    done = predictions.read()
+    done = {k: r for k, r in predictions.read().items() if not r.get("error")}  # failed ones again
     predictions.repair()
     samples = _truncate(loaded.tokenizer, samples, cfg.model.max_prompt_tokens)
     todo = [s for s in samples if s.id not in done]
@@ -95,15 +138,20 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     loop_start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="samples", unit="sample", disable=not sys.stderr.isatty())
     for group in _prefill_groups(todo, cfg.compress_questions):
-        prompt = engine.encode(loaded.tokenizer, group, cfg.compress_questions)
-        lengths = [cfg.max_new_tokens or s.max_new_tokens for s in group]
-        answers = engine.answer(
-            loaded.model, loaded.tokenizer, press, prompt, lengths, spec.knobs["kv_budget"]
-        )
-        for sample, result in zip(group, answers, strict=True):
-            record = _record(spec.dataset, sample, result)
+        try:
+            prompt = engine.encode(loaded.tokenizer, group, cfg.compress_questions)
+            lengths = [cfg.max_new_tokens or s.max_new_tokens for s in group]
+            answers = engine.answer(
+                loaded.model, loaded.tokenizer, press, prompt, lengths, spec.knobs["kv_budget"]
+            )
+            records = [_record(spec.dataset, s, a) for s, a in zip(group, answers, strict=True)]
+        except Exception as err:  # e.g. CUDA out of memory on one very long context
+            log.exception("%d sample(s) failed (%s): recorded, the run goes on", len(group), group[0].id)
+            records = [_failed_record(sample, err) for sample in group]
+            engine.release_memory()
+        for record in records:
             predictions.append(record)
-            done[sample.id] = record
+            done[record["id"]] = record
         bar.update(len(group))
     bar.close()
     total_s = time.perf_counter() - loop_start
@@ -123,7 +171,9 @@ def complete_results(out_dir: Path, spec: RunSpec) -> Results | None:
     except (ValueError, OSError) as err:
         log.warning("%s is unreadable (%s): running again", path, err)
         return None
-    return results if results["run"]["config_hash"] == spec.config_hash else None
+    if results["run"]["config_hash"] != spec.config_hash or results["run"].get("n_failed"):
+        return None  # another config, or samples to retry
+    return results
 
 
 def _archive_previous(out_dir: Path) -> None:
@@ -186,6 +236,23 @@ def _record(benchmark: str, sample: Sample, result: engine.Answer) -> Prediction
     )
 
 
+def _failed_record(sample: Sample, err: BaseException) -> Prediction:
+    """A sample that raised: no prediction (scored as the empty answer), its error kept."""
+    return Prediction(
+        id=sample.id,
+        task=sample.task,
+        prediction="",
+        answers=list(sample.answers),
+        score=0.0,
+        context_tokens=0,
+        kv_cache_bytes=0,
+        kv_cache_dense_bytes=0,
+        prefill_s=0.0,
+        decode_s=0.0,
+        error=f"{type(err).__name__}: {err}",
+    )
+
+
 def _finish(
     cfg: DictConfig,
     spec: RunSpec,
@@ -201,6 +268,16 @@ def _finish(
         for r, s in zip(records, samples, strict=True)
     ]
     scores, breakdown = metrics.summarize(spec.dataset, spec.tasks, rows)
+    failed = [r for r in records if r.get("error")]
+    if failed:
+        log.warning(
+            "%d of %d samples failed and are scored as empty answers; their errors are in %s "
+            "(the same command retries them)",
+            len(failed),
+            len(records),
+            out_dir / paths.PREDICTIONS_FILE,
+        )
+    answered = [r for r in records if not r.get("error")] or records
     results = Results(
         schema=1,
         run={
@@ -214,6 +291,7 @@ def _finish(
             },
             "seed": cfg.seed,
             "n_samples": len(records),
+            "n_failed": len(failed),
             "git_sha": _git_sha(),
             "started_at": started_at,
             "finished_at": _now(),
@@ -223,8 +301,8 @@ def _finish(
         scores=scores,
         breakdown=breakdown,
         memory={
-            "kv_cache_bytes": round(_mean(r["kv_cache_bytes"] for r in records)),
-            "kv_cache_dense_bytes": round(_mean(r["kv_cache_dense_bytes"] for r in records)),
+            "kv_cache_bytes": round(_mean(r["kv_cache_bytes"] for r in answered)),
+            "kv_cache_dense_bytes": round(_mean(r["kv_cache_dense_bytes"] for r in answered)),
             "peak_gpu_bytes": memory.peak_gpu_bytes(),
             "peak_rss_bytes": memory.peak_rss_bytes(),
         },
