@@ -178,3 +178,14 @@ def test_run_py_runs_each_benchmark_from_local_files(benchmark, tmp_path):
         4 if benchmark == "ruler" else 2
     )
     assert "average" in results["scores"] and len(results["scores"]) == (3 if benchmark == "ruler" else 2)
+
+
+def test_a_task_with_no_records_fails_before_anything_runs(make_config, tmp_path):
+    data = tmp_path / "v2"
+    data.mkdir()
+    (data / "data.json").write_text(json.dumps([RECORD]))  # one Single-Document QA question only
+    cfg = make_config("dataset=longbench_v2", f"dataset.data_dir={data}",
+                      "dataset.tasks=[single_document_qa,code_repository]")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"task\(s\) \['code_repository'\] hold no samples in .*v2"):
+        run(cfg)
+    assert not list((tmp_path / "results").rglob("predictions.jsonl"))

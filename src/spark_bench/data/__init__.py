@@ -43,8 +43,12 @@ def load_samples(
             samples += longbench_v2.to_samples(task, records, max_samples)
     else:
         raise ValueError(f"dataset {name!r} has no loader yet; available: {list(BENCHMARKS)}")
-    if not samples:
-        raise ValueError(f"dataset {name} tasks {list(dataset['tasks'])} hold no samples")
+    empty = [t for t in dataset["tasks"] if not any(s.task == t for s in samples)]
+    if empty:
+        source = dataset.get("data_dir") or "its source"
+        raise ValueError(
+            f"dataset {name}: task(s) {empty} hold no samples in {source}; drop them from dataset.tasks"
+        )
     log.info("%d samples from %s (%s)", len(samples), name, ", ".join(dataset["tasks"]))
     return samples
 
