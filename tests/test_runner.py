@@ -167,3 +167,12 @@ def test_run_py_rejects_bad_input_fast(tmp_path, override, message):
     assert message in proc.stdout + proc.stderr
     assert time.monotonic() - start < 40
     assert not list(tmp_path.rglob("results.json"))
+
+
+def test_progress_bar_on_a_terminal_only(make_config, capsys, monkeypatch):
+    run(make_config("press=snapkv"))
+    assert "samples:" not in capsys.readouterr().err  # logs of batch jobs stay clean
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    run(make_config("press=snapkv", "seed=7"))
+    bar = capsys.readouterr().err
+    assert "samples: 100%" in bar and "4/4" in bar  # done / total, with tqdm's rate and ETA
