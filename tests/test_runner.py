@@ -16,7 +16,7 @@ from spark_bench.runner import run
 from tests.conftest import ROOT, read_jsonl
 
 RESULT_KEYS = Results.__annotations__
-PREDICTION_KEYS = set(Prediction.__annotations__)
+PREDICTION_KEYS = set(Prediction.__annotations__) - {"error"}  # "error" only on a failed sample
 
 
 def check_schema(results: dict) -> None:
@@ -34,6 +34,7 @@ def check_schema(results: dict) -> None:
         "recovery",
         "seed",
         "n_samples",
+        "n_failed",
         "git_sha",
         "started_at",
         "finished_at",
