@@ -80,27 +80,21 @@ class PackedRows:
     def length(self) -> int:
         return self.kept.shape[2]
 
-    def keep_flags(self) -> torch.Tensor:
-        """uint8 [b, h, t, D]: 1 on the kept channels."""
-        if self.mask_bits is not None:
-            return _expand_bytes(self.mask_bits, "bits")[..., : self.head_dim]
+    def merge(self, filled: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``filled`` (any dtype, broadcastable to the dense shape) with the kept values written
+        at their channels, in the kept dtype, into ``out`` when given (a slice of a longer
+        buffer: it spares the caller a copy)."""
         shape = (*self.kept.shape[:-1], self.head_dim)
-        flags = torch.zeros(shape, dtype=torch.uint8, device=self.kept.device)
-        return flags.scatter_(-1, self.indices.long(), 1)
-
-    def merge(
-        self, filled: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """``filled`` with the kept values written at their channels (``keep``: ``keep_flags``),
-        into ``out`` when given (a slice of a longer buffer: it spares the caller a copy)."""
+        if out is None:
+            out = torch.empty(shape, dtype=self.kept.dtype, device=self.kept.device)
+        out.copy_(filled.expand(shape))  # the cast to the kept dtype rides on this copy
         if self.indices is not None:
-            merged = filled.scatter(-1, self.indices.long(), self.kept.to(filled.dtype))
-            return merged if out is None else out.copy_(merged)
-        # each channel's position among the token's kept ones (pruned channels: any in range,
-        # the select discards them)
-        kept_rank = keep.cumsum(-1).sub_(1).clamp_(min=0)
-        spread = self.kept.gather(-1, kept_rank)
-        return torch.where(keep.view(torch.bool), spread.to(filled.dtype), filled, out=out)
+            return out.scatter_(-1, self.indices.long(), self.kept)
+        keep = _expand_bytes(self.mask_bits, "bits")[..., : self.head_dim].view(torch.bool)
+        # Every token keeps exactly T channels and ``kept`` lists them in channel order, so the
+        # mask's True entries, read in row-major order, meet the kept values in that order: one
+        # pass, where a per-channel rank (cumsum) and a gather took four.
+        return out.masked_scatter_(keep, self.kept.contiguous())
 
     def crop(self, length: int) -> None:
         self.kept = self.kept[:, :, :length]
@@ -154,15 +148,14 @@ class PackedKeys(_PackedLayerPart):
     def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """The dense keys ``sparsify_keys`` returns, rebuilt with a handful of passes over them
         (this runs for every layer at every decoding step), into ``out`` when given."""
-        keep = self.rows.keep_flags()
-        dtype = self.rows.kept.dtype
         if self.sign_bits is None:
-            return self.rows.merge(torch.zeros(keep.shape, dtype=dtype, device=keep.device), keep, out)
+            return self.rows.merge(self.rows.kept.new_zeros(()), out)
         # sign · sqrt(a_t) · 1/sqrt(s) on every channel in float32, exactly sparsify_keys'
-        # recovered value on the pruned ones; the merge then overwrites the kept ones
+        # recovered value on the pruned ones (cast to the key dtype by the merge's copy, as
+        # sparsify_keys casts); the merge then overwrites the kept ones
         signs = _expand_bytes(self.sign_bits, "signs")[..., : self.rows.head_dim]
-        filled = signs.mul_(self.mean_saliency.float().sqrt()).mul_(self.inv_sqrt_norm).to(dtype)
-        return self.rows.merge(filled, keep, out)
+        filled = signs.mul_(self.mean_saliency.float().sqrt()).mul_(self.inv_sqrt_norm)
+        return self.rows.merge(filled, out)
 
     def crop(self, length: int) -> None:
         self.rows.crop(length)
@@ -186,8 +179,7 @@ class PackedValues(_PackedLayerPart):
         return cls(PackedRows.pack(values, ~pruned, n_kept), fill.to(values.dtype))
 
     def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
-        keep = self.rows.keep_flags()
-        return self.rows.merge(self.fill.expand(keep.shape), keep, out)
+        return self.rows.merge(self.fill, out)
 
     def crop(self, length: int) -> None:
         self.rows.crop(length)
