@@ -8,6 +8,7 @@ attention implementation and device map; nothing here invents a default the conf
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import logging
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 import transformers
+from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,30 @@ def load_model(spec: Mapping[str, Any]) -> LoadedModel:
         loaded = _load_random(spec, dtype)
     loaded.model.eval()
     log.info("model %s on %s (%s)", loaded.name, loaded.device, loaded.model.dtype)
+    return loaded
+
+
+# The last model the runner loaded, by its loading fields: jobs of one model run one after the
+# other in a process (Hydra's basic launcher, a notebook) load it once, not once per job.
+_REUSABLE: dict[str, LoadedModel] = {}
+# Model config fields that do not change what is loaded (SLURM sizing, the prompt cut).
+_NOT_LOADING = ("resources", "max_prompt_tokens")
+
+
+def load_model_once(spec: Mapping[str, Any]) -> LoadedModel:
+    """``load_model``, reusing the model of the previous call when it loaded the same thing
+    (the previous one, if different, is released first: one model in memory at a time)."""
+    plain = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    key = json.dumps({k: v for k, v in plain.items() if k not in _NOT_LOADING}, sort_keys=True, default=str)
+    if key in _REUSABLE:
+        log.info("model %s reused from the previous job of this process", spec["name"])
+        return _REUSABLE[key]
+    _REUSABLE.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    loaded = load_model(spec)
+    _REUSABLE[key] = loaded
     return loaded
 
 

@@ -28,7 +28,7 @@ from spark_bench import engine, memory, metrics, paths, sweep
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
 from spark_bench.data import Sample, load_samples
 from spark_bench.data.truncation import truncate_middle
-from spark_bench.models import load_model
+from spark_bench.models import load_model_once
 from spark_bench.presses import build_press
 from spark_bench.results import Prediction, PredictionLog, Results, read_results, write_results
 from spark_bench.tracking import start_tracker
@@ -114,7 +114,7 @@ class RunLock:
 def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) -> Results:
     started_at = _now()
     _seed_everything(cfg.seed)
-    loaded = load_model(cfg.model)
+    loaded = load_model_once(cfg.model)
     try:
         samples = load_samples(cfg.dataset, loaded.tokenizer, cfg.seed, cfg.max_samples)
     except (ValueError, FileNotFoundError) as err:  # bad data files, a context too short: the input's fault
