@@ -16,6 +16,7 @@ from spark_bench.sweep import read_jobs
 from tests.test_runner import ROOT, run_py
 
 pytestmark = pytest.mark.slurm
+SAMPLES_PER_TASK = 30  # the default dataset (RULER) runs two tasks
 LAUNCH = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.mem_gb=3"]
 
 
@@ -59,8 +60,10 @@ def test_a_three_point_sweep_runs_as_slurm_jobs_and_isolates_a_failure(slurm_env
 
 
 def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slurm_env, tmp_path):
-    point = ["model=tiny-llama", "press=snap_spark", "logger=none", "max_samples=8", "max_new_tokens=48",
-             "dataset.context_length=2048"]  # fmt: skip
+    # enough work (~25 s) that the job is still answering well after scancel: a submitit job
+    # bypasses SIGTERM and dies some seconds later, by SIGKILL (KillWait=2 s, then srun's wait)
+    point = ["model=tiny-llama", "press=snap_spark", "logger=none", f"dataset.num_samples={SAMPLES_PER_TASK}",
+             "max_new_tokens=96", "dataset.context_length=2048"]  # fmt: skip
     reference = run_py(
         *point, f"paths.results_root={tmp_path / 'reference'}", f"hydra.run.dir={tmp_path / 'h'}"
     )
@@ -84,10 +87,10 @@ def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slur
     running = [job for job, state in sacct_jobs(slurm_env) if state == "RUNNING"]
     assert running, sacct_jobs(slurm_env)
     subprocess.run(["scancel", *running], env=slurm_env, check=True)
-    launcher.communicate(timeout=300)
-    assert launcher.returncode != 0  # the launcher reports the cancelled job
+    launcher_log, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode != 0, launcher_log[-3000:]  # the launcher reports the cancelled job
     answered = len(predictions.read_text().splitlines())
-    assert 3 <= answered < 16 and not list((tmp_path / "res").rglob("results.json"))
+    assert 3 <= answered < 2 * SAMPLES_PER_TASK and not list((tmp_path / "res").rglob("results.json"))
 
     relaunch = subprocess.run(
         [*command, f"hydra.sweep.dir={tmp_path / 'second'}"], cwd=ROOT, env=slurm_env, capture_output=True,
@@ -100,6 +103,6 @@ def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slur
         json.loads(reference_results.read_text()),
     )
     assert results["scores"] == reference_scores["scores"]
-    assert results["run"]["n_samples"] == 16
+    assert results["run"]["n_samples"] == 2 * SAMPLES_PER_TASK
     job_logs = "".join(p.read_text() for p in (tmp_path / "second").rglob("*.log"))
-    assert f"resuming: {answered} of 16 samples already answered" in job_logs
+    assert f"resuming: {answered} of {2 * SAMPLES_PER_TASK} samples already answered" in job_logs
