@@ -11,6 +11,7 @@ from spark_bench.presses.spark import (
     ADAPTIVE_KEEP,
     adaptive_pruned_count,
     prune_values,
+    pruned_mask,
     query_channel_norm,
     sparsify_keys,
 )
@@ -109,6 +110,16 @@ def test_ties_prune_the_lower_channel_first():
     keys = torch.ones(1, 1, 1, 4)  # equal saliency everywhere
     out = sparsify_keys(keys, torch.ones(1, 1, 1, 4), 0.5, "none")
     assert out.flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("n_pruned", [0, 1, 5, 13, 15])
+def test_the_selection_for_one_count_equals_the_full_ranking_under_many_ties(n_pruned):
+    # saliencies on a coarse grid: ties at the threshold in most rows
+    saliency = torch.randint(0, 4, (2, 3, 64, 16), generator=torch.Generator().manual_seed(0)).float()
+    by_selection = pruned_mask(saliency, n_pruned)
+    by_ranking = pruned_mask(saliency, torch.full((*saliency.shape[:-1], 1), n_pruned))  # stable argsort
+    assert torch.equal(by_selection, by_ranking)
+    assert (by_selection.sum(-1) == n_pruned).all()
 
 
 def test_keeps_dtype_and_device_in_bf16():
