@@ -21,18 +21,18 @@ import torch
 from spark_bench.presses.spark import inverse_sqrt_norm, mean_pruned_saliency, select_channels, select_values
 
 _BIT_WEIGHTS = [1 << i for i in range(8)]
-_LUTS: dict[tuple[str, torch.device], torch.Tensor] = {}
+_BYTE_TABLES: dict[torch.device, torch.Tensor] = {}
+_SIGN_BIT = 31  # of a float32 seen as int32
 
 
-def _lut(kind: str, device: torch.device) -> torch.Tensor:
-    """256 x 8 tables from a byte to its bits (``bits``: 0/1 uint8; ``signs``: +1/-1 float32,
-    a set bit meaning negative). Indexing a table beats shifting and masking on every step."""
-    key = (kind, device)
-    if key not in _LUTS:
-        bits = (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1
-        table = bits.to(torch.uint8) if kind == "bits" else 1.0 - 2.0 * bits.float()
-        _LUTS[key] = table.to(device)
-    return _LUTS[key]
+def _byte_table(device: torch.device) -> torch.Tensor:
+    """Byte -> its 8 bits as 0/1 bytes, each row stored as one int64: indexing 256 one-element
+    rows is the fast path of ``index_select`` (4x faster than 8-byte rows on a CPU), and a
+    table lookup beats shifting and masking on every decoding step."""
+    if device not in _BYTE_TABLES:
+        bits = ((torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1).to(torch.uint8)
+        _BYTE_TABLES[device] = bits.contiguous().view(torch.int64).squeeze(-1).to(device)
+    return _BYTE_TABLES[device]
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -43,19 +43,24 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     return (padded.view(*bits.shape[:-1], -1, 8) * weights).sum(-1, dtype=torch.uint8)
 
 
-def _expand_bytes(packed: torch.Tensor, kind: str) -> torch.Tensor:
-    table = _lut(kind, packed.device)
-    return table.index_select(0, packed.reshape(-1).long()).view(*packed.shape[:-1], -1)
+def _expand_bytes(packed: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., m] -> 0/1 uint8 [..., 8m], little-endian within a byte."""
+    rows = _byte_table(packed.device).index_select(0, packed.reshape(-1).long())
+    return rows.view(torch.uint8).view(*packed.shape[:-1], -1)
 
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     """uint8 [..., m] -> booleans [..., n]: the inverse of ``pack_bits``."""
-    return _expand_bytes(packed, "bits")[..., :n].bool()
+    return _expand_bytes(packed)[..., :n].bool()
 
 
 def _ordered_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` True positions of each row of ``mask``, ascending."""
-    return mask.to(torch.uint8).argsort(dim=-1, descending=True, stable=True)[..., :count]
+    """The ``count`` True positions of each row of ``mask``, ascending: the top ``count`` of
+    ``mask · (D - channel)``, whose nonzero values are distinct (a top-k, without host sync,
+    at half the time of a stable argsort)."""
+    dim = mask.shape[-1]
+    descending = torch.arange(dim, 0, -1, dtype=torch.int32, device=mask.device)
+    return (mask * descending).topk(count, dim=-1, sorted=True).indices
 
 
 @dataclass
@@ -90,7 +95,7 @@ class PackedRows:
         out.copy_(filled.expand(shape))  # the cast to the kept dtype rides on this copy
         if self.indices is not None:
             return out.scatter_(-1, self.indices.long(), self.kept)
-        keep = _expand_bytes(self.mask_bits, "bits")[..., : self.head_dim].view(torch.bool)
+        keep = _expand_bytes(self.mask_bits)[..., : self.head_dim].view(torch.bool)
         # Every token keeps exactly T channels and ``kept`` lists them in channel order, so the
         # mask's True entries, read in row-major order, meet the kept values in that order: one
         # pass, where a per-channel rank (cumsum) and a gather took four.
@@ -152,9 +157,12 @@ class PackedKeys(_PackedLayerPart):
             return self.rows.merge(self.rows.kept.new_zeros(()), out)
         # sign · sqrt(a_t) · 1/sqrt(s) on every channel in float32, exactly sparsify_keys'
         # recovered value on the pruned ones (cast to the key dtype by the merge's copy, as
-        # sparsify_keys casts); the merge then overwrites the kept ones
-        signs = _expand_bytes(self.sign_bits, "signs")[..., : self.rows.head_dim]
-        filled = signs.mul_(self.mean_saliency.float().sqrt()).mul_(self.inv_sqrt_norm)
+        # sparsify_keys casts); the merge then overwrites the kept ones. The magnitude is
+        # positive, so the sign is its sign bit: set by an OR, where +1/-1 floats cost a
+        # float table lookup and a multiplication
+        filled = self.mean_saliency.float().sqrt() * self.inv_sqrt_norm
+        negative = _expand_bytes(self.sign_bits)[..., : self.rows.head_dim].to(torch.int32)
+        filled.view(torch.int32).bitwise_or_(negative.bitwise_left_shift_(_SIGN_BIT))
         return self.rows.merge(filled, out)
 
     def crop(self, length: int) -> None:
