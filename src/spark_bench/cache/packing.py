@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 import torch
 
-from spark_bench.presses.spark import inverse_sqrt_norm, mean_pruned_saliency, select_channels, select_values
+from spark_bench.presses.spark import (
+    channel_mask,
+    channel_saliency,
+    inverse_sqrt_norm,
+    kept_channels,
+    mean_pruned_saliency,
+    select_values,
+)
 
 _BIT_WEIGHTS = [1 << i for i in range(8)]
 _BYTE_TABLES: dict[torch.device, torch.Tensor] = {}
@@ -54,15 +61,6 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     return _expand_bytes(packed)[..., :n].bool()
 
 
-def _ordered_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` True positions of each row of ``mask``, ascending: the top ``count`` of
-    ``mask · (D - channel)``, whose nonzero values are distinct (a top-k, without host sync,
-    at half the time of a stable argsort)."""
-    dim = mask.shape[-1]
-    descending = torch.arange(dim, 0, -1, dtype=torch.int32, device=mask.device)
-    return (mask * descending).topk(count, dim=-1, sorted=True).indices
-
-
 @dataclass
 class PackedRows:
     """A [b, h, t, D] tensor stored as kept values plus which channels they are."""
@@ -73,13 +71,13 @@ class PackedRows:
     head_dim: int
 
     @classmethod
-    def pack(cls, dense: torch.Tensor, keep: torch.Tensor, n_kept: int) -> PackedRows:
-        positions = _ordered_positions(keep, n_kept)
+    def pack(cls, dense: torch.Tensor, positions: torch.Tensor) -> PackedRows:
+        """``dense`` [b, h, t, D] keeping, per row, the channels at ``positions`` (ascending)."""
         kept = dense.gather(-1, positions)
-        dim = dense.shape[-1]
+        dim, n_kept = dense.shape[-1], positions.shape[-1]
         if n_kept < math.ceil(dim / 8) and dim <= 256:
             return cls(kept, None, positions.to(torch.uint8), dim)
-        return cls(kept, pack_bits(keep), None, dim)
+        return cls(kept, pack_bits(channel_mask(positions, dim)), None, dim)
 
     @property
     def length(self) -> int:
@@ -143,10 +141,12 @@ class PackedKeys(_PackedLayerPart):
             raise ValueError(f"recovery={recovery!r} cannot be stored channel-sparse; use 'mean' or 'none'")
         dim = keys.shape[-1]
         n_pruned = math.floor(key_ratio * dim)
-        s, saliency, pruned = select_channels(keys, queries, key_ratio)
-        rows = PackedRows.pack(keys, ~pruned, dim - n_pruned)
+        s, saliency = channel_saliency(keys, queries)
+        positions = kept_channels(saliency, dim - n_pruned)
+        rows = PackedRows.pack(keys, positions)
         if recovery == "none":
             return cls(rows, None, None, None, n_pruned)
+        pruned = ~channel_mask(positions, dim)
         a_t = mean_pruned_saliency(saliency, pruned, keys.dtype).to(keys.dtype)
         return cls(rows, pack_bits(keys < 0), a_t, inverse_sqrt_norm(s), n_pruned)
 
@@ -182,9 +182,8 @@ class PackedValues(_PackedLayerPart):
     @classmethod
     def pack(cls, values: torch.Tensor, value_ratio: float) -> PackedValues:
         """Pack what ``prune_values(values, value_ratio)`` returns."""
-        pruned, fill = select_values(values, value_ratio)
-        n_kept = values.shape[-1] - math.floor(value_ratio * values.shape[-1])
-        return cls(PackedRows.pack(values, ~pruned, n_kept), fill.to(values.dtype))
+        kept, fill = select_values(values, value_ratio)
+        return cls(PackedRows.pack(values, kept), fill.to(values.dtype))
 
     def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
         return self.rows.merge(self.fill, out)

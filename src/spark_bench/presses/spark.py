@@ -34,6 +34,8 @@ RECOVERY = ("none", "mean", "exponential", "normal")
 ADAPTIVE_MASS = 0.99
 ADAPTIVE_BOUNDS = (0.2, 0.4, 0.6, 0.8)
 ADAPTIVE_KEEP = (0.1, 0.3, 0.5, 0.7, 0.9)
+# The channel index's bits under a score's in ``kept_channels``' sort key (head_dim < 65536).
+_CHANNEL_BITS = 16
 # Value pruning score of the reference: 0.7 x magnitude + 0.3 x normalised variance.
 VALUE_MAGNITUDE_WEIGHT = 0.7
 
@@ -58,27 +60,31 @@ def query_channel_norm(queries: torch.Tensor, num_kv_heads: int) -> torch.Tensor
     return grouped.pow(2).sum(2).sqrt()
 
 
+def kept_channels(score: torch.Tensor, n_kept: int) -> torch.Tensor:
+    """Positions, ascending, of the ``n_kept`` highest-scoring channels of each token; among equal
+    scores the higher index stays (the pruned take the lower first). ``score`` is >= 0, so its
+    float32 bit patterns order like its values and ``bits << 16 | channel`` is a unique key: one
+    top-k, exact under ties, at half the time of a stable argsort or a k-th value selection."""
+    dim = score.shape[-1]
+    channel = torch.arange(dim, device=score.device)
+    key = (score.float().view(torch.int32).long() << _CHANNEL_BITS) | channel
+    return key.topk(n_kept, dim=-1, sorted=False).indices.sort(dim=-1).values
+
+
+def channel_mask(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Booleans [..., dim], True at ``positions`` [..., n]."""
+    mask = torch.zeros((*positions.shape[:-1], dim), dtype=torch.bool, device=positions.device)
+    return mask.scatter_(-1, positions, True)
+
+
 def pruned_mask(saliency: torch.Tensor, n_pruned: torch.Tensor | int) -> torch.Tensor:
     """True on the ``n_pruned`` lowest-saliency channels of each token (ties: lower index first)."""
     if isinstance(n_pruned, int):
-        return _lowest(saliency, n_pruned)
+        return ~channel_mask(kept_channels(saliency, saliency.shape[-1] - n_pruned), saliency.shape[-1])
     order = saliency.argsort(dim=-1, stable=True)  # a count per token: rank every channel
     ranks = torch.empty_like(order)
     ranks.scatter_(-1, order, torch.arange(saliency.shape[-1], device=order.device).expand_as(order))
     return ranks < n_pruned
-
-
-def _lowest(saliency: torch.Tensor, n: int) -> torch.Tensor:
-    """``pruned_mask`` for one count: everything below the n-th smallest value, then as many of
-    the channels equal to it as are still needed, lowest index first. A selection, not a sort:
-    half the time of the stable argsort at prefill."""
-    if n <= 0:
-        return torch.zeros_like(saliency, dtype=torch.bool)
-    threshold = saliency.kthvalue(n, dim=-1, keepdim=True).values
-    below = saliency < threshold
-    tied = saliency == threshold
-    needed = n - below.sum(-1, keepdim=True, dtype=torch.int16)
-    return below | (tied & (tied.to(torch.int16).cumsum(-1, dtype=torch.int16) <= needed))
 
 
 def adaptive_pruned_count(saliency: torch.Tensor) -> torch.Tensor:
@@ -93,12 +99,17 @@ def adaptive_pruned_count(saliency: torch.Tensor) -> torch.Tensor:
     return pruned[bucket]
 
 
+def channel_saliency(keys: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Steps 2-4 of SPARK.md: ``s`` [b, h, 1, D] and the saliency ``k²·s`` (float32)."""
+    s = query_channel_norm(queries, keys.shape[1]).unsqueeze(2)
+    return s, keys.float().pow(2) * s
+
+
 def select_channels(
     keys: torch.Tensor, queries: torch.Tensor, key_ratio: float, adaptive: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Steps 2-5 of SPARK.md: ``s`` [b, h, 1, D], saliency ``k²·s`` and the pruned mask (float32)."""
-    s = query_channel_norm(queries, keys.shape[1]).unsqueeze(2)
-    saliency = keys.float().pow(2) * s
+    s, saliency = channel_saliency(keys, queries)
     n_pruned = adaptive_pruned_count(saliency) if adaptive else math.floor(key_ratio * keys.shape[-1])
     return s, saliency, pruned_mask(saliency, n_pruned)
 
@@ -186,16 +197,18 @@ def _sampled_target(
 
 
 def select_values(values: torch.Tensor, value_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pruned value channels of each token and their fill: the lowest ``floor(ρ·D)`` by
-    0.7·|v| + 0.3·(normalised variance over tokens and channels); fill = their signed mean."""
+    """The kept value channels of each token (positions, ascending) and the fill of the pruned
+    ones: the lowest ``floor(ρ·D)`` by 0.7·|v| + 0.3·(normalised variance over tokens and
+    channels) are pruned; fill = their signed mean."""
     n_pruned = math.floor(value_ratio * values.shape[-1])
     v = values.float()
     diversity = (v.var(dim=2, keepdim=True) + v.var(dim=3, keepdim=True)) / 2
     diversity = diversity / (diversity.amax(dim=(2, 3), keepdim=True) + 1e-8)
     score = VALUE_MAGNITUDE_WEIGHT * v.abs() + (1 - VALUE_MAGNITUDE_WEIGHT) * diversity
-    pruned = pruned_mask(score, n_pruned)
+    kept = kept_channels(score, values.shape[-1] - n_pruned)
+    pruned = ~channel_mask(kept, values.shape[-1])
     fill = ((v * pruned).sum(-1, keepdim=True) / max(n_pruned, 1)).to(values.dtype)
-    return pruned, fill
+    return kept, fill
 
 
 def prune_values(values: torch.Tensor, value_ratio: float) -> torch.Tensor:
@@ -203,8 +216,8 @@ def prune_values(values: torch.Tensor, value_ratio: float) -> torch.Tensor:
     the signed mean of the token's pruned values (see ``select_values``)."""
     if math.floor(value_ratio * values.shape[-1]) == 0:
         return values
-    pruned, fill = select_values(values, value_ratio)
-    return torch.where(pruned, fill, values)
+    kept, fill = select_values(values, value_ratio)
+    return torch.where(channel_mask(kept, values.shape[-1]), values, fill)
 
 
 def window_queries(
