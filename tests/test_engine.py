@@ -9,7 +9,7 @@ from kvpress import SnapKVPress
 from spark_bench import engine
 from spark_bench.data import Sample
 from spark_bench.models import embedded_tokenizer, load_model
-from spark_bench.runner import _prefill_groups
+from spark_bench.runner import prefill_groups
 from tests.conftest import compose_config
 
 
@@ -71,8 +71,8 @@ def test_compressed_questions_cannot_share_a_prefill(tokenizer):
 
 def test_grouping_shares_a_context_only_when_questions_are_not_compressed():
     a, b, c = sample("q1"), sample("q2"), sample("q3", context="Another context.\n")
-    assert list(_prefill_groups([a, b, c], compress_questions=True)) == [[a], [b], [c]]
-    assert list(_prefill_groups([a, b, c], compress_questions=False)) == [[a, b], [c]]
+    assert list(prefill_groups([a, b, c], compress_questions=True)) == [[a], [b], [c]]
+    assert list(prefill_groups([a, b, c], compress_questions=False)) == [[a, b], [c]]
 
 
 def test_one_prefill_answers_each_question_as_if_alone():

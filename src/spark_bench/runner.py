@@ -137,7 +137,7 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     memory.reset_peak_gpu()
     loop_start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="samples", unit="sample", disable=not sys.stderr.isatty())
-    for group in _prefill_groups(todo, cfg.compress_questions):
+    for group in prefill_groups(todo, cfg.compress_questions):
         try:
             prompt = engine.encode(loaded.tokenizer, group, cfg.compress_questions)
             lengths = [cfg.max_new_tokens or s.max_new_tokens for s in group]
@@ -207,7 +207,7 @@ def _truncate(tokenizer, samples: list[Sample], max_tokens: int) -> list[Sample]
     return out
 
 
-def _prefill_groups(samples: Sequence[Sample], compress_questions: bool) -> Iterator[list[Sample]]:
+def prefill_groups(samples: Sequence[Sample], compress_questions: bool) -> Iterator[list[Sample]]:
     """Samples that can share one prefill: same task and context, questions not compressed."""
     if compress_questions:
         for sample in samples:
