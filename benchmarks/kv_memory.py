@@ -15,44 +15,26 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import DynamicCache
 
 from spark_bench import memory
+from spark_bench.benchmarking import (
+    LLAMA_GEOMETRY,
+    argument_parser,
+    embedded_model_spec,
+    paired_ratio,
+    press_for,
+    random_ids,
+    write_figures,
+)
 from spark_bench.cache import ChannelSparseCache
-from spark_bench.config import register_resolvers
 from spark_bench.engine import synchronize
 from spark_bench.models import LoadedModel, load_model
-from spark_bench.presses import build_press
 
-ROOT = Path(__file__).resolve().parents[1]
-
-# The paper's Llama-3.1-8B attention (config.json of meta-llama/Llama-3.1-8B-Instruct), shrunk
-# elsewhere: 2 layers, hidden 1024, MLP 2048 (and the embedded tokenizer's vocabulary).
-LLAMA_GEOMETRY = {
-    "name": "llama3.1-8b-geometry",
-    "loader": "random",
-    "architecture": "llama",
-    "init_seed": 0,
-    "dtype": "bfloat16",
-    "attn_implementation": "sdpa",
-    "config": {
-        "hidden_size": 1024,
-        "intermediate_size": 2048,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "max_position_embeddings": 131072,
-    },
-}
 PRESSES = [
     ("snapkv", None),
     ("snap_think", 0.5),
@@ -61,20 +43,6 @@ PRESSES = [
     ("snap_spark", 0.8),
 ]
 COMPRESSION_RATIO = 0.5  # the token press keeps half the context for every row alike
-
-
-def compose_config(overrides: list[str]):
-    """The config `python run.py <overrides>` would run."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
-def press_for(name: str, key_ratio: float | None):
-    overrides = [f"press={name}", f"compression_ratio={COMPRESSION_RATIO}"]
-    if key_ratio is not None:
-        overrides.append(f"key_ratio={key_ratio}")
-    return build_press(compose_config(overrides).press)
 
 
 @torch.inference_mode()
@@ -94,10 +62,10 @@ def bytes_per_token_head(loaded: LoadedModel, press, ids: torch.Tensor) -> float
 @torch.inference_mode()
 def decode_seconds_per_token(
     loaded: LoadedModel, press, ids: torch.Tensor, cache_classes: tuple[type, ...], steps: int, repeats: int
-) -> list[tuple[float, int | None]]:
-    """Per cache class: median time per greedy step after a compressed prefill, and the peak CUDA
-    bytes. The classes take turns within each repetition, so that a drift of the machine's speed
-    (other load, clocks) falls on both sides of the ratio alike."""
+) -> list[tuple[list[float], int | None]]:
+    """Per cache class: the time per greedy step after a compressed prefill, per repetition, and
+    the peak CUDA bytes while decoding. The classes take turns within each repetition, so that a
+    drift of the machine's speed (other load, clocks) falls on both sides of the ratio alike."""
     device = loaded.model.device
     times: list[list[float]] = [[] for _ in cache_classes]
     peaks: list[int | None] = [None for _ in cache_classes]
@@ -117,14 +85,11 @@ def decode_seconds_per_token(
             synchronize(device)
             times[index].append((time.perf_counter() - start) / steps)
             peaks[index] = memory.peak_gpu_bytes()
-    return [(statistics.median(t), peak) for t, peak in zip(times, peaks, strict=True)]
+    return list(zip(times, peaks, strict=True))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description="KV bytes and decode cost of the channel-sparse cache")
-    parser.add_argument("--quick", action="store_true", help="CI-sized: shorter contexts, fewer repetitions")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
-    args = parser.parse_args(argv)
+    args = argument_parser("KV bytes and decode cost of the channel-sparse cache").parse_args(argv)
     context = 512 if args.quick else 2048
     steps, repeats = (16, 5) if args.quick else (32, 7)
     torch.manual_seed(0)
@@ -134,12 +99,12 @@ def main(argv: list[str] | None = None) -> dict:
         f"K+V bytes per kept token per KV head, token press keeping {1 - COMPRESSION_RATIO:.0%} of {context}"
     )
     print(f"{'model':<22}{'press':<20}{'bytes':>10}{'vs snapkv':>12}")
-    models = {"llama-geometry": load_model(LLAMA_GEOMETRY), "smollm2-135m": load_model(_embedded_spec())}
+    models = {"llama-geometry": load_model(LLAMA_GEOMETRY), "smollm2-135m": load_model(embedded_model_spec())}
     for model_name, loaded in models.items():
-        ids = torch.randint(3, loaded.model.config.vocab_size, (1, context), device=loaded.model.device)
+        ids = random_ids(loaded.model.config.vocab_size, context, loaded.device)
         baseline = None
         for press_name, key_ratio in PRESSES:
-            per_token = bytes_per_token_head(loaded, press_for(press_name, key_ratio), ids)
+            per_token = bytes_per_token_head(loaded, press_for(press_name, COMPRESSION_RATIO, key_ratio), ids)
             baseline = baseline or per_token
             label = press_name if key_ratio is None else f"{press_name} λ={key_ratio}"
             print(f"{model_name:<22}{label:<20}{per_token:>10.1f}{per_token / baseline:>12.3f}")
@@ -151,31 +116,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     loaded = models["smollm2-135m"]
     decode_context = 2048
-    ids = torch.randint(3, loaded.model.config.vocab_size, (1, decode_context), device=loaded.model.device)
-    press = press_for("snap_spark", 0.8)
-    (dense_s, dense_peak), (sparse_s, sparse_peak) = decode_seconds_per_token(
+    ids = random_ids(loaded.model.config.vocab_size, decode_context, loaded.device)
+    press = press_for("snap_spark", COMPRESSION_RATIO, 0.8)
+    (dense_times, dense_peak), (sparse_times, sparse_peak) = decode_seconds_per_token(
         loaded, press, ids, (DynamicCache, ChannelSparseCache), steps, repeats
     )
+    dense_s, sparse_s = statistics.median(dense_times), statistics.median(sparse_times)
+    ratio = paired_ratio(sparse_times, dense_times)
     figures |= {
         "decode_s_per_token_dense": round(dense_s, 5),
         "decode_s_per_token_sparse": round(sparse_s, 5),
-        "decode_ratio_sparse_vs_dense": round(sparse_s / dense_s, 4),
+        "decode_ratio_sparse_vs_dense": round(ratio, 4),
         "peak_gpu_bytes_dense": dense_peak,
         "peak_gpu_bytes_sparse": sparse_peak,
         "device": str(loaded.model.device),
     }
     print(f"\nDecode, smollm2-135m, snap_spark λ=0.8, {decode_context}-token context, median of {repeats}:")
     print(f"  dense cache   {1 / dense_s:8.1f} tokens/s")
-    print(f"  sparse cache  {1 / sparse_s:8.1f} tokens/s   ratio (time per token) {sparse_s / dense_s:.3f}")
+    print(f"  sparse cache  {1 / sparse_s:8.1f} tokens/s   ratio (time per token) {ratio:.3f}")
     if dense_peak is not None:
         print(f"  peak CUDA bytes: dense {dense_peak}, sparse {sparse_peak}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    write_figures(args.json, figures)
     return figures
-
-
-def _embedded_spec() -> dict:
-    return dict(compose_config(["model=smollm2-135m"]).model)
 
 
 if __name__ == "__main__":
