@@ -85,7 +85,7 @@ def _overrides(data_dir: Path, samples: int, source: str = "local") -> list[str]
 
 def main(argv: list[str] | None = None) -> dict:
     args = argument_parser("run.py's runner vs a bare kvpress pipeline loop").parse_args(argv)
-    samples, repeats = (2, 3) if args.quick else (6, 5)
+    samples, repeats = (3, 3) if args.quick else (6, 5)
     work = Path(tempfile.mkdtemp(prefix="harness-overhead-"))
     try:
         figures = measure(work, samples, repeats)
