@@ -72,7 +72,7 @@ def measure(loaded: LoadedModel, repeats: int) -> dict[int, tuple[float, float, 
 
 def main(argv: list[str] | None = None) -> dict:
     args = argument_parser("prefill cost of snap_spark over snapkv").parse_args(argv)
-    repeats = 4 if args.quick else 7
+    repeats = 3 if args.quick else 7
     models = {"llama-geometry": LLAMA_GEOMETRY}
     if not args.quick:
         models["smollm2-135m"] = embedded_model_spec()
