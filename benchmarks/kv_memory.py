@@ -66,8 +66,8 @@ def decode_seconds_per_token(
     """Per cache class: the time per greedy step from a compressed prefill, per repetition, and
     the peak CUDA bytes while decoding. Each cache is prefilled once; every repetition crops it
     back to the prefill (as the engine does between questions) and decodes again. The classes
-    take turns within each repetition, so that a drift of the machine's speed (other load,
-    clocks) falls on both sides of the ratio alike."""
+    take turns within each repetition, in reverse order every other one, so that a drift of the
+    machine's speed (other load, clocks) falls on both sides of the ratio alike."""
     device = loaded.model.device
     caches = []
     for cache_class in cache_classes:
@@ -76,8 +76,9 @@ def decode_seconds_per_token(
         caches.append((cache, [layer.get_seq_length() for layer in cache.layers]))
     times: list[list[float]] = [[] for _ in cache_classes]
     peaks: list[int | None] = [None for _ in cache_classes]
-    for _ in range(repeats):
-        for index, (cache, lengths) in enumerate(caches):
+    for repetition in range(repeats):
+        order = list(enumerate(caches))  # reversed every other repetition: neither always goes first
+        for index, (cache, lengths) in order if repetition % 2 == 0 else reversed(order):
             for layer, length in zip(cache.layers, lengths, strict=True):
                 layer.crop(length)
             memory.reset_peak_gpu()

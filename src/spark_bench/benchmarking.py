@@ -84,13 +84,16 @@ def interleaved_times(
     candidates: Sequence[Callable[[], Any]], repeats: int, device: torch.device, warmup: bool = True
 ) -> list[list[float]]:
     """Seconds of each candidate per repetition, the candidates taking turns within every
-    repetition (after one untimed warm-up round: first calls pay for lazy initialisation)."""
+    repetition, in reverse order every other one (so that no candidate always runs first, or
+    always right after another), after one untimed warm-up round (first calls pay for lazy
+    initialisation)."""
     if warmup:
         for fn in candidates:
             fn()
     times: list[list[float]] = [[] for _ in candidates]
-    for _ in range(repeats):
-        for index, fn in enumerate(candidates):
+    for repetition in range(repeats):
+        order = list(enumerate(candidates))
+        for index, fn in order if repetition % 2 == 0 else reversed(order):
             times[index].append(timed(fn, device))
     return times
 
