@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 from transformers import DynamicCache
@@ -26,13 +25,15 @@ from spark_bench.benchmarking import (
     LLAMA_GEOMETRY,
     argument_parser,
     embedded_model_spec,
+    greedy_steps,
     paired_ratio,
+    prefill,
     press_for,
     random_ids,
+    timed,
     write_figures,
 )
 from spark_bench.cache import ChannelSparseCache
-from spark_bench.engine import synchronize
 from spark_bench.models import LoadedModel, load_model
 
 PRESSES = [
@@ -45,15 +46,9 @@ PRESSES = [
 COMPRESSION_RATIO = 0.5  # the token press keeps half the context for every row alike
 
 
-@torch.inference_mode()
-def prefill(loaded: LoadedModel, press, ids: torch.Tensor, cache) -> None:
-    with press(loaded.model):
-        loaded.model.model(input_ids=ids, past_key_values=cache)
-
-
 def bytes_per_token_head(loaded: LoadedModel, press, ids: torch.Tensor) -> float:
     cache = ChannelSparseCache()
-    prefill(loaded, press, ids, cache)
+    prefill(loaded.model, press, ids, cache)
     config = loaded.model.config
     kept = cache.get_seq_length()
     return memory.cache_bytes(cache) / (config.num_hidden_layers * config.num_key_value_heads * kept)
@@ -72,7 +67,7 @@ def decode_seconds_per_token(
     caches = []
     for cache_class in cache_classes:
         cache = cache_class()
-        prefill(loaded, press, ids, cache)
+        prefill(loaded.model, press, ids, cache)
         caches.append((cache, [layer.get_seq_length() for layer in cache.layers]))
     times: list[list[float]] = [[] for _ in cache_classes]
     peaks: list[int | None] = [None for _ in cache_classes]
@@ -82,15 +77,8 @@ def decode_seconds_per_token(
             for layer, length in zip(cache.layers, lengths, strict=True):
                 layer.crop(length)
             memory.reset_peak_gpu()
-            token = ids[:, -1:]
-            synchronize(device)
-            start = time.perf_counter()
-            for step in range(steps):
-                positions = torch.tensor([[ids.shape[1] + step]], device=device)
-                logits = loaded.model(input_ids=token, past_key_values=cache, position_ids=positions).logits
-                token = logits[:, -1:].argmax(-1)
-            synchronize(device)
-            times[index].append((time.perf_counter() - start) / steps)
+            seconds = timed(lambda cache=cache: greedy_steps(loaded.model, cache, ids, steps), device)
+            times[index].append(seconds / steps)
             peaks[index] = memory.peak_gpu_bytes()
     return list(zip(times, peaks, strict=True))
 

@@ -27,6 +27,7 @@ from spark_bench.benchmarking import (
     embedded_model_spec,
     interleaved_times,
     paired_ratio,
+    prefill,
     press_for,
     random_ids,
     write_figures,
@@ -40,12 +41,8 @@ KEY_RATIO = 0.8
 
 
 def prefill_fn(loaded: LoadedModel, press, ids: torch.Tensor) -> Callable[[], None]:
-    @torch.inference_mode()
-    def prefill() -> None:
-        with press(loaded.model):
-            loaded.model.model(input_ids=ids, past_key_values=ChannelSparseCache())
-
-    return prefill
+    """One prefill into a fresh cache, as the runner does it."""
+    return lambda: prefill(loaded.model, press, ids, ChannelSparseCache())
 
 
 def measure(loaded: LoadedModel, repeats: int) -> dict[int, tuple[float, float, float]]:

@@ -22,6 +22,8 @@ from spark_bench import memory
 from spark_bench.benchmarking import (
     argument_parser,
     embedded_model_spec,
+    greedy_steps,
+    prefill,
     press_for,
     random_ids,
     timed,
@@ -39,30 +41,13 @@ COMPRESSION_RATIO = 0.5
 METRICS = (("prefill_s", "prefill (s)"), ("decode_ms", "decode (ms / token)"), ("kv_mb", "KV cache (MB)"))
 
 
-@torch.inference_mode()
 def one_run(loaded: LoadedModel, press, ids: torch.Tensor, steps: int) -> tuple[float, float, int]:
     """Prefill seconds, decode seconds per step, KV bytes after prefill."""
-    model, device = loaded.model, loaded.device
     cache = ChannelSparseCache()
-
-    def prefill() -> None:
-        if press is None:
-            model.model(input_ids=ids, past_key_values=cache)
-            return
-        with press(model):
-            model.model(input_ids=ids, past_key_values=cache)
-
-    prefill_s = timed(prefill, device)
+    prefill_s = timed(lambda: prefill(loaded.model, press, ids, cache), loaded.device)
     held = memory.cache_bytes(cache)
-
-    def decode() -> None:
-        token = ids[:, -1:]
-        for step in range(steps):
-            positions = torch.tensor([[ids.shape[1] + step]], device=device)
-            logits = model(input_ids=token, past_key_values=cache, position_ids=positions).logits
-            token = logits[:, -1:].argmax(-1)
-
-    return prefill_s, timed(decode, device) / steps, held
+    decode_s = timed(lambda: greedy_steps(loaded.model, cache, ids, steps), loaded.device)
+    return prefill_s, decode_s / steps, held
 
 
 def measure(loaded: LoadedModel, lengths: list[int], steps: int, repeats: int) -> list[dict]:

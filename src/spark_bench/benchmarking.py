@@ -11,6 +11,7 @@ waits for the queued work (``engine.synchronize``) before reading the clock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -69,6 +70,24 @@ def press_for(name: str, compression_ratio: float, key_ratio: float | None = Non
     if key_ratio is not None:
         overrides.append(f"key_ratio={key_ratio}")
     return build_press(compose_config(overrides).press)
+
+
+@torch.inference_mode()
+def prefill(model: torch.nn.Module, press, ids: torch.Tensor, cache) -> None:
+    """The prefill as the engine does it: the base model under the press (none: uncompressed)."""
+    with press(model) if press is not None else contextlib.nullcontext():
+        model.model(input_ids=ids, past_key_values=cache)
+
+
+@torch.inference_mode()
+def greedy_steps(model: torch.nn.Module, cache, ids: torch.Tensor, steps: int) -> None:
+    """``steps`` greedy decoding steps after the prefill of ``ids`` into ``cache``, at the
+    positions of the uncompressed prompt (as the engine decodes)."""
+    token = ids[:, -1:]
+    for step in range(steps):
+        positions = torch.tensor([[ids.shape[1] + step]], device=ids.device)
+        logits = model(input_ids=token, past_key_values=cache, position_ids=positions).logits
+        token = logits[:, -1:].argmax(-1)
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
