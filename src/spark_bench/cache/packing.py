@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from spark_bench.cache import cpu_kernel
 from spark_bench.presses.spark import (
     channel_mask,
     channel_saliency,
@@ -29,7 +30,7 @@ from spark_bench.presses.spark import (
 
 _BIT_WEIGHTS = [1 << i for i in range(8)]
 _BYTE_TABLES: dict[torch.device, torch.Tensor] = {}
-_SIGN_BIT = 31  # of a float32 seen as int32
+_INT_OF_WIDTH = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _byte_table(device: torch.device) -> torch.Tensor:
@@ -54,6 +55,16 @@ def _expand_bytes(packed: torch.Tensor) -> torch.Tensor:
     """uint8 [..., m] -> 0/1 uint8 [..., 8m], little-endian within a byte."""
     rows = _byte_table(packed.device).index_select(0, packed.reshape(-1).long())
     return rows.view(torch.uint8).view(*packed.shape[:-1], -1)
+
+
+def _set_sign_bits(dense: torch.Tensor, sign_bits: torch.Tensor) -> None:
+    """Set the sign bit of ``dense``'s entries [..., D] (floats of any width: IEEE formats keep
+    the sign in the top bit) where ``sign_bits`` [..., ceil(D / 8)] has a set bit. An OR on a
+    same-width integer view: 3x faster on a CPU than an OR into each entry's top byte, whose
+    stride defeats vectorisation."""
+    ints = dense.view(_INT_OF_WIDTH[dense.element_size()])
+    negative = _expand_bytes(sign_bits)[..., : dense.shape[-1]].to(ints.dtype)
+    ints.bitwise_or_(negative.bitwise_left_shift_(8 * dense.element_size() - 1))
 
 
 def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
@@ -83,14 +94,25 @@ class PackedRows:
     def length(self) -> int:
         return self.kept.shape[2]
 
+    def empty_dense(self) -> torch.Tensor:
+        """An uninitialised [b, h, t, D] tensor in the kept dtype."""
+        return self.kept.new_empty((*self.kept.shape[:-1], self.head_dim))
+
     def merge(self, filled: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``filled`` (any dtype, broadcastable to the dense shape) with the kept values written
         at their channels, in the kept dtype, into ``out`` when given (a slice of a longer
         buffer: it spares the caller a copy)."""
-        shape = (*self.kept.shape[:-1], self.head_dim)
-        if out is None:
-            out = torch.empty(shape, dtype=self.kept.dtype, device=self.kept.device)
-        out.copy_(filled.expand(shape))  # the cast to the kept dtype rides on this copy
+        out = self.empty_dense() if out is None else out
+        out.copy_(filled.expand(out.shape))  # the cast to the kept dtype rides on this copy
+        return self.write_kept(out)
+
+    def write_kept(self, out: torch.Tensor, sign_bits: torch.Tensor | None = None) -> torch.Tensor:
+        """Overwrite ``out``'s kept channels with their values; first, when ``sign_bits`` is
+        given, set the sign bit of ``out``'s entries where it has a set bit."""
+        if self.mask_bits is not None and cpu_kernel.available(out):
+            return cpu_kernel.merge_kept(out, self.kept, self.mask_bits, sign_bits)
+        if sign_bits is not None:
+            _set_sign_bits(out, sign_bits)
         if self.indices is not None:
             return out.scatter_(-1, self.indices.long(), self.kept)
         keep = _expand_bytes(self.mask_bits)[..., : self.head_dim].view(torch.bool)
@@ -153,17 +175,15 @@ class PackedKeys(_PackedLayerPart):
     def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
         """The dense keys ``sparsify_keys`` returns, rebuilt with a handful of passes over them
         (this runs for every layer at every decoding step), into ``out`` when given."""
+        out = self.rows.empty_dense() if out is None else out
         if self.sign_bits is None:
-            return self.rows.merge(self.rows.kept.new_zeros(()), out)
-        # sign · sqrt(a_t) · 1/sqrt(s) on every channel in float32, exactly sparsify_keys'
-        # recovered value on the pruned ones (cast to the key dtype by the merge's copy, as
-        # sparsify_keys casts); the merge then overwrites the kept ones. The magnitude is
-        # positive, so the sign is its sign bit: set by an OR, where +1/-1 floats cost a
-        # float table lookup and a multiplication
-        filled = self.mean_saliency.float().sqrt() * self.inv_sqrt_norm
-        negative = _expand_bytes(self.sign_bits)[..., : self.rows.head_dim].to(torch.int32)
-        filled.view(torch.int32).bitwise_or_(negative.bitwise_left_shift_(_SIGN_BIT))
-        return self.rows.merge(filled, out)
+            return self.rows.write_kept(out.zero_())
+        # sqrt(a_t) · 1/sqrt(s) on every channel, computed in float32 and rounded to the key
+        # dtype as it is stored: exactly sparsify_keys' recovered magnitude on the pruned ones.
+        # It is never negative, so the sign is its sign bit, set by an OR; the kept channels
+        # are overwritten after.
+        torch.mul(self.mean_saliency.float().sqrt(), self.inv_sqrt_norm, out=out)
+        return self.rows.write_kept(out, sign_bits=self.sign_bits)
 
     def crop(self, length: int) -> None:
         self.rows.crop(length)
