@@ -10,7 +10,9 @@
    as ``memory.cache_bytes`` measures them after prefill, and the ratio to snapkv's.
 2. Decode: the embedded model at a 2k-token context under snap_spark (λ=0.8), time per decoded
    token with the channel-sparse cache vs the dense cache holding the same recovered keys,
-   medians over repetitions; peak CUDA memory of each where CUDA exists.
+   medians over repetitions; and the peak memory of decoding with each (what the cache holds
+   plus the most decoding allocates on top), from CUDA's allocator or, on a CPU, from the
+   profiler's allocation events.
 """
 
 from __future__ import annotations
@@ -55,31 +57,44 @@ def bytes_per_token_head(loaded: LoadedModel, press, ids: torch.Tensor) -> float
 
 
 @torch.inference_mode()
-def decode_seconds_per_token(
+def decode_costs(
     loaded: LoadedModel, press, ids: torch.Tensor, cache_classes: tuple[type, ...], steps: int, repeats: int
 ) -> list[tuple[list[float], int | None]]:
     """Per cache class: the time per greedy step from a compressed prefill, per repetition, and
-    the peak CUDA bytes while decoding. Each cache is prefilled once; every repetition crops it
-    back to the prefill (as the engine does between questions) and decodes again. The classes
-    take turns within each repetition, in reverse order every other one, so that a drift of the
-    machine's speed (other load, clocks) falls on both sides of the ratio alike."""
+    the peak memory of decoding: the most tensor bytes held at any moment while decoding (the
+    cache, the keys it rebuilds, activations; the model's weights are not counted), measured
+    by the device's allocator in a separate, untimed run. Each cache is prefilled once; every
+    repetition crops it back to the prefill (as the engine does between questions) and decodes
+    again. The classes take turns within each repetition, in reverse order every other one, so
+    that a drift of the machine's speed (other load, clocks) falls on both sides of the ratio
+    alike."""
     device = loaded.model.device
     caches = []
     for cache_class in cache_classes:
         cache = cache_class()
         prefill(loaded.model, press, ids, cache)
         caches.append((cache, [layer.get_seq_length() for layer in cache.layers]))
+
+    def crop(cache, lengths):
+        for layer, length in zip(cache.layers, lengths, strict=True):
+            layer.crop(length)
+
     times: list[list[float]] = [[] for _ in cache_classes]
-    peaks: list[int | None] = [None for _ in cache_classes]
     for repetition in range(repeats):
         order = list(enumerate(caches))  # reversed every other repetition: neither always goes first
         for index, (cache, lengths) in order if repetition % 2 == 0 else reversed(order):
-            for layer, length in zip(cache.layers, lengths, strict=True):
-                layer.crop(length)
-            memory.reset_peak_gpu()
+            crop(cache, lengths)
             seconds = timed(lambda cache=cache: greedy_steps(loaded.model, cache, ids, steps), device)
             times[index].append(seconds / steps)
-            peaks[index] = memory.peak_gpu_bytes()
+    peaks: list[int | None] = []
+    for cache_class in cache_classes:  # a fresh cache, so the allocator sees all it holds
+        cache = cache_class()
+        measured = memory.peak_tensor_bytes(
+            lambda cache=cache: prefill(loaded.model, press, ids, cache),
+            lambda cache=cache: greedy_steps(loaded.model, cache, ids, steps),
+            device,
+        )
+        peaks.append(None if measured is None else measured[1])
     return list(zip(times, peaks, strict=True))
 
 
@@ -113,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     decode_context = 2048
     ids = random_ids(loaded.model.config.vocab_size, decode_context, loaded.device)
     press = press_for("snap_spark", COMPRESSION_RATIO, 0.8)
-    (dense_times, dense_peak), (sparse_times, sparse_peak) = decode_seconds_per_token(
+    (dense_times, dense_peak), (sparse_times, sparse_peak) = decode_costs(
         loaded, press, ids, (DynamicCache, ChannelSparseCache), steps, repeats
     )
     dense_s, sparse_s = statistics.median(dense_times), statistics.median(sparse_times)
@@ -122,15 +137,22 @@ def main(argv: list[str] | None = None) -> dict:
         "decode_s_per_token_dense": round(dense_s, 5),
         "decode_s_per_token_sparse": round(sparse_s, 5),
         "decode_ratio_sparse_vs_dense": round(ratio, 4),
-        "peak_gpu_bytes_dense": dense_peak,
-        "peak_gpu_bytes_sparse": sparse_peak,
+        "decode_peak_bytes_dense": dense_peak,
+        "decode_peak_bytes_sparse": sparse_peak,
+        "decode_peak_ratio_sparse_vs_dense": None
+        if dense_peak is None
+        else round(sparse_peak / dense_peak, 4),
         "device": str(loaded.model.device),
     }
     print(f"\nDecode, smollm2-135m, snap_spark λ=0.8, {decode_context}-token context, median of {repeats}:")
     print(f"  dense cache   {1 / dense_s:8.1f} tokens/s")
     print(f"  sparse cache  {1 / sparse_s:8.1f} tokens/s   ratio (time per token) {ratio:.3f}")
     if dense_peak is not None:
-        print(f"  peak CUDA bytes: dense {dense_peak}, sparse {sparse_peak}")
+        print(
+            f"  peak memory while decoding ({loaded.model.device.type} tensors beside the weights):"
+            f" dense {dense_peak / 2**20:.1f} MiB, sparse {sparse_peak / 2**20:.1f} MiB,"
+            f" ratio {sparse_peak / dense_peak:.3f}"
+        )
     write_figures(args.json, figures)
     return figures
 

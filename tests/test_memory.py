@@ -59,3 +59,20 @@ def test_peaks():
     assert memory.peak_rss_bytes() > 10 * 2**20
     if not torch.cuda.is_available():
         assert memory.peak_gpu_bytes() is None
+
+
+def test_peak_tensor_bytes_replays_allocations_and_frees_on_a_cpu():
+    megabyte = torch.empty(2**18)  # 1 MiB of float32
+    state = {}
+
+    def setup():
+        state["held"] = megabyte * 2  # held when the measured call begins: 1 MiB
+        megabyte + 1  # a temporary, freed at once
+
+    def measured():
+        doubled = state.pop("held") * 2  # 2 MiB held, then the setup's block is freed: 1 MiB
+        stacked = torch.cat([doubled, doubled, doubled])  # 1 + 3 MiB: the peak
+        del stacked
+        torch.empty(2**18)  # 1 + 1 MiB, below the peak
+
+    assert memory.peak_tensor_bytes(setup, measured, torch.device("cpu")) == (2**20, 4 * 2**20)

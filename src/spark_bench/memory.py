@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import resource
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
 from transformers import Cache
 
 
@@ -85,3 +87,53 @@ def peak_gpu_bytes() -> int | None:
     if not torch.cuda.is_available():
         return None
     return int(sum(torch.cuda.max_memory_allocated(d) for d in range(torch.cuda.device_count())))
+
+
+_MEASURED = "spark_bench.memory.measured"  # profiler range around the measured call
+
+
+def peak_tensor_bytes(
+    setup: Callable[[], Any], measured: Callable[[], Any], device: torch.device
+) -> tuple[int, int] | None:
+    """Runs ``setup`` then ``measured`` and returns the tensor bytes on ``device`` that were
+    allocated since ``setup`` began and still held when ``measured`` began, and the most held at
+    any moment while it ran (both counted from the start of ``setup``: what was allocated before
+    is not counted, so let ``setup`` build what ``measured`` uses, a cache for instance).
+
+    On CUDA, the allocator's own counters. On a CPU, which keeps no peak, the profiler's
+    allocation and free events are replayed in order. The profiler sees the free of a block only
+    if it saw its allocation, hence ``setup`` runs under it too. It slows both calls: do not
+    time this run. None where this torch's profiler does not expose its events.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        setup()
+        torch.cuda.synchronize(device)
+        held = torch.cuda.memory_allocated(device) - before
+        torch.cuda.reset_peak_memory_stats(device)
+        measured()
+        torch.cuda.synchronize(device)
+        return held, int(torch.cuda.max_memory_allocated(device) - before)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        setup()
+        with record_function(_MEASURED):
+            measured()
+    results = getattr(profiler.profiler, "kineto_results", None)
+    if results is None:
+        return None
+    events = results.events()
+    begins = min(event.start_ns() for event in events if event.name() == _MEASURED)
+    changes = sorted(  # nbytes: + for an allocation, - for a free
+        (event.start_ns(), event.nbytes())
+        for event in events
+        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU
+    )
+    running, held, peak = 0, None, 0
+    for time_ns, change in changes:
+        if held is None and time_ns >= begins:
+            held = peak = running
+        running += change
+        if held is not None:
+            peak = max(peak, running)
+    return (running, running) if held is None else (held, peak)
