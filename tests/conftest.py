@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from spark_bench.benchmarking import compose_config  # the one composer, shared with benchmarks/
 from spark_bench.config import register_resolvers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,12 +23,6 @@ register_resolvers()
 
 def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The config `python run.py <overrides>` would run, with Hydra's runtime (choices) inside."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 @pytest.fixture

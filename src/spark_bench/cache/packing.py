@@ -82,13 +82,16 @@ class PackedRows:
     head_dim: int
 
     @classmethod
-    def pack(cls, dense: torch.Tensor, positions: torch.Tensor) -> PackedRows:
-        """``dense`` [b, h, t, D] keeping, per row, the channels at ``positions`` (ascending)."""
+    def pack(
+        cls, dense: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> PackedRows:
+        """``dense`` [b, h, t, D] keeping, per row, the channels at ``positions`` (ascending);
+        ``mask``, their boolean mask, when the caller has it already."""
         kept = dense.gather(-1, positions)
         dim, n_kept = dense.shape[-1], positions.shape[-1]
         if n_kept < math.ceil(dim / 8) and dim <= 256:
             return cls(kept, None, positions.to(torch.uint8), dim)
-        return cls(kept, pack_bits(channel_mask(positions, dim)), None, dim)
+        return cls(kept, pack_bits(channel_mask(positions, dim) if mask is None else mask), None, dim)
 
     @property
     def length(self) -> int:
@@ -165,11 +168,11 @@ class PackedKeys(_PackedLayerPart):
         n_pruned = math.floor(key_ratio * dim)
         s, saliency = channel_saliency(keys, queries)
         positions = kept_channels(saliency, dim - n_pruned)
-        rows = PackedRows.pack(keys, positions)
+        kept = channel_mask(positions, dim)
+        rows = PackedRows.pack(keys, positions, kept)
         if recovery == "none":
             return cls(rows, None, None, None, n_pruned)
-        pruned = ~channel_mask(positions, dim)
-        a_t = mean_pruned_saliency(saliency, pruned, keys.dtype).to(keys.dtype)
+        a_t = mean_pruned_saliency(saliency, ~kept, keys.dtype).to(keys.dtype)
         return cls(rows, pack_bits(keys < 0), a_t, inverse_sqrt_norm(s), n_pruned)
 
     def unpack(self, out: torch.Tensor | None = None) -> torch.Tensor:
