@@ -85,3 +85,10 @@ def test_unpack_equals_sparsify_keys_bit_for_bit_on_both_paths(merge_path, dtype
 def test_pruned_values_equal_on_both_paths(merge_path):
     values = torch.randn(1, 2, 300, 128, dtype=torch.bfloat16)
     assert torch.equal(bits(PackedValues.pack(values, 0.5).unpack()), bits(prune_values(values, 0.5)))
+
+
+def test_merge_kept_reads_tensors_that_require_grad():
+    positions = random_selection((1, 1, 4), 16, 4)
+    kept = torch.randn(1, 1, 4, 4, requires_grad=True)
+    out = cpu_kernel.merge_kept(torch.zeros(1, 1, 4, 16), kept, pack_bits(channel_mask(positions, 16)))
+    assert torch.equal(out.gather(-1, positions), kept.detach())

@@ -91,8 +91,9 @@ def merge_kept(
     length = out.shape[2]
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     _merge_kept_rows(
-        out.view(bits).numpy(),
-        kept.view(bits).numpy(),
+        # detach: a cache is read under no_grad, but a tensor that requires grad has no numpy view
+        out.detach().view(bits).numpy(),
+        kept.detach().view(bits).numpy(),
         mask_bits.numpy(),
         signs.numpy(),
         8 * out.element_size() - 1,
