@@ -1,6 +1,6 @@
 """What SparK costs at prefill over its token press: snap_spark vs snapkv, side by side.
 
-    python benchmarks/prefill_cost.py                      # both models, median of 7
+    python benchmarks/prefill_cost.py                      # both models, median of 7-21
     python benchmarks/prefill_cost.py --quick --json out.json
 
 The prefill exactly as the runner does it (``model.model`` under the press, into a
@@ -36,6 +36,9 @@ from spark_bench.cache import ChannelSparseCache
 from spark_bench.models import LoadedModel, load_model
 
 LENGTHS = (1024, 4096, 8192)
+# Repetitions per length: a short prefill is cheap to repeat and, lasting a fraction of a
+# second, the noisiest (one 1k ratio moved 0.97-1.09 between quick runs with 3 repetitions)
+REPEATS = {"quick": {1024: 9, 4096: 5, 8192: 3}, "full": {1024: 21, 4096: 11, 8192: 7}}
 COMPRESSION_RATIO = 0.5
 KEY_RATIO = 0.8
 
@@ -45,7 +48,7 @@ def prefill_fn(loaded: LoadedModel, press, ids: torch.Tensor) -> Callable[[], No
     return lambda: prefill(loaded.model, press, ids, ChannelSparseCache())
 
 
-def measure(loaded: LoadedModel, repeats: int) -> dict[int, tuple[float, float, float]]:
+def measure(loaded: LoadedModel, repeats: dict[int, int]) -> dict[int, tuple[float, float, float]]:
     """Per context length: median prefill seconds under snapkv and under snap_spark, and the
     median of their per-repetition ratio."""
     snapkv = press_for("snapkv", COMPRESSION_RATIO)
@@ -55,7 +58,7 @@ def measure(loaded: LoadedModel, repeats: int) -> dict[int, tuple[float, float, 
         ids = random_ids(loaded.model.config.vocab_size, length, loaded.device)
         snapkv_s, spark_s = interleaved_times(
             [prefill_fn(loaded, snapkv, ids), prefill_fn(loaded, spark, ids)],
-            repeats,
+            repeats[length],
             loaded.device,
             warmup=index == 0,  # lazy initialisation happens once, not per length
         )
@@ -69,14 +72,16 @@ def measure(loaded: LoadedModel, repeats: int) -> dict[int, tuple[float, float, 
 
 def main(argv: list[str] | None = None) -> dict:
     args = argument_parser("prefill cost of snap_spark over snapkv").parse_args(argv)
-    repeats = 3 if args.quick else 7
+    repeats = REPEATS["quick" if args.quick else "full"]
     models = {"llama-geometry": LLAMA_GEOMETRY}
     if not args.quick:
         models["smollm2-135m"] = embedded_model_spec()
-    figures: dict[str, float | int | bool] = {"prefill_repeats": repeats}
+    figures: dict[str, float | int | bool] = {
+        f"prefill_repeats_{length // 1024}k": count for length, count in repeats.items()
+    }
     print(
         f"Prefill seconds, snapkv keeping {1 - COMPRESSION_RATIO:.0%} vs snap_spark λ={KEY_RATIO},"
-        f" median of {repeats}"
+        f" median of {', '.join(f'{count} at {length // 1024}k' for length, count in repeats.items())}"
     )
     print(f"{'model':<18}{'tokens':>8}{'snapkv s':>11}{'snap_spark s':>14}{'ratio':>8}")
     for model_name, spec in models.items():
