@@ -76,3 +76,15 @@ def test_peak_tensor_bytes_replays_allocations_and_frees_on_a_cpu():
         torch.empty(2**18)  # 1 + 1 MiB, below the peak
 
     assert memory.peak_tensor_bytes(setup, measured, torch.device("cpu")) == (2**20, 4 * 2**20)
+
+
+def test_peak_tensor_bytes_ignores_frees_of_blocks_from_an_earlier_session():
+    state = {"old": torch.empty(2**18)}
+    memory.peak_tensor_bytes(lambda: None, lambda: state.update(seen=torch.empty(2**18)), torch.device("cpu"))
+
+    def measured():  # frees two blocks allocated before this session, then holds 1 MiB
+        state.clear()
+        torch.empty(2**17)  # 0.5 MiB, freed at once
+        state["new"] = torch.empty(2**18)
+
+    assert memory.peak_tensor_bytes(lambda: None, measured, torch.device("cpu")) == (0, 2**20)

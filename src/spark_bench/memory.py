@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import resource
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-from torch.autograd import DeviceType
+from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile, record_function
 from transformers import Cache
 
@@ -101,9 +101,10 @@ def peak_tensor_bytes(
     is not counted, so let ``setup`` build what ``measured`` uses, a cache for instance).
 
     On CUDA, the allocator's own counters. On a CPU, which keeps no peak, the profiler's
-    allocation and free events are replayed in order. The profiler sees the free of a block only
-    if it saw its allocation, hence ``setup`` runs under it too. It slows both calls: do not
-    time this run. None where this torch's profiler does not expose its events.
+    allocation and free events are replayed in order, each free matched to an allocation of this
+    session by its address (a free of a block allocated before is ignored: the profiler may or
+    may not report it), hence ``setup`` runs under it too. It slows both calls: do not time this
+    run. None where this torch's profiler does not expose its event tree.
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -120,20 +121,35 @@ def peak_tensor_bytes(
         with record_function(_MEASURED):
             measured()
     results = getattr(profiler.profiler, "kineto_results", None)
-    if results is None:
+    if results is None or not hasattr(results, "experimental_event_tree"):
         return None
-    events = results.events()
-    begins = min(event.start_ns() for event in events if event.name() == _MEASURED)
-    changes = sorted(  # nbytes: + for an allocation, - for a free
-        (event.start_ns(), event.nbytes())
-        for event in events
-        if event.name() == "[memory]" and event.device_type() == DeviceType.CPU
+    events = list(_walk(results.experimental_event_tree()))
+    begins = [event.start_time_ns for event in events if event.name == _MEASURED]
+    if not begins:
+        return None
+    allocations = sorted(  # by time only: the sort is stable, the tree keeps each thread's order
+        (event for event in events if event.tag == _EventType.Allocation),
+        key=lambda event: event.start_time_ns,
     )
+    sizes: dict[int, int] = {}  # blocks allocated in this session: a free of any other is ignored
     running, held, peak = 0, None, 0
-    for time_ns, change in changes:
-        if held is None and time_ns >= begins:
+    for event in allocations:
+        fields = event.extra_fields
+        if fields.device.type != "cpu":
+            continue
+        if held is None and event.start_time_ns >= begins[0]:
             held = peak = running
-        running += change
+        if fields.alloc_size > 0:
+            sizes[fields.ptr] = fields.alloc_size
+            running += fields.alloc_size
+        elif fields.ptr in sizes:
+            running -= sizes.pop(fields.ptr)
         if held is not None:
             peak = max(peak, running)
     return (running, running) if held is None else (held, peak)
+
+
+def _walk(nodes: Iterable[Any]) -> Iterator[Any]:
+    for node in nodes:
+        yield node
+        yield from _walk(node.children)
