@@ -50,7 +50,7 @@ def test_merge_kept_equals_masked_scatter(dtype, head_dim, n_kept, layout):
 
 def test_merge_kept_rejects_a_strided_channel_dimension():
     out = torch.zeros(1, 1, 4, 16)
-    with pytest.raises(ValueError, match="last dimension is contiguous"):
+    with pytest.raises(ValueError, match="first t rows of a contiguous buffer"):
         cpu_kernel.merge_kept(
             out[..., ::2], torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 1, dtype=torch.uint8)
         )
@@ -92,3 +92,48 @@ def test_merge_kept_reads_tensors_that_require_grad():
     kept = torch.randn(1, 1, 4, 4, requires_grad=True)
     out = cpu_kernel.merge_kept(torch.zeros(1, 1, 4, 16), kept, pack_bits(channel_mask(positions, 16)))
     assert torch.equal(out.gather(-1, positions), kept.detach())
+
+
+@pytest.mark.parametrize(("head_dim", "length"), [(100, 300), (64, 0)])
+def test_unpack_into_a_slice_of_a_longer_buffer_on_both_paths(merge_path, head_dim, length):
+    """The layout decoding uses: the rebuilt prefill is written into the front of a buffer
+    that also holds the dense tail (head_dim 100: a mask whose last byte is partly padding)."""
+    keys = torch.randn(1, 2, length, head_dim, dtype=torch.bfloat16)
+    queries = torch.randn(1, 8, 16, head_dim, dtype=torch.bfloat16)
+    packed = PackedKeys.pack(keys, queries, 0.8, "mean")
+    buffer = torch.full((1, 2, length + 5, head_dim), float("nan"), dtype=torch.bfloat16)
+    packed.unpack(out=buffer[:, :, :length])
+    assert torch.equal(bits(buffer[:, :, :length]), bits(sparsify_keys(keys, queries, 0.8, "mean")))
+    assert buffer[:, :, length:].isnan().all()
+
+
+def test_merge_kept_rejects_what_the_unchecked_kernel_would_overrun():
+    out, mask = torch.zeros(1, 2, 4, 16), torch.zeros(1, 2, 4, 2, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="rows differ"):
+        cpu_kernel.merge_kept(out, torch.zeros(1, 2, 3, 4), mask)
+    with pytest.raises(ValueError, match="one width"):
+        cpu_kernel.merge_kept(out, torch.zeros(1, 2, 4, 4, dtype=torch.float16), mask)
+    with pytest.raises(ValueError, match="2 bytes per row for 16 channels"):
+        cpu_kernel.merge_kept(out, torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 1, dtype=torch.uint8))
+
+
+def test_merge_kept_leaves_torchs_thread_count_as_it_was():
+    # numba's OpenMP layer shares torch's runtime and would set the count when it starts
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        positions = random_selection((1, 1, 300), 64, 13)
+        out = torch.zeros(1, 1, 300, 64)
+        cpu_kernel.merge_kept(out, torch.randn(1, 1, 300, 13), pack_bits(channel_mask(positions, 64)))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_an_output_that_is_not_rows_of_a_buffer_takes_the_torch_path():
+    keys = torch.randn(1, 2, 40, 64)
+    queries = torch.randn(1, 4, 8, 64)
+    packed = PackedKeys.pack(keys, queries, 0.8, "mean")
+    out = torch.empty(1, 40, 2, 64).transpose(1, 2)  # heads interleaved with tokens
+    assert not cpu_kernel.rows_of_a_buffer(out)
+    assert torch.equal(bits(packed.unpack(out=out)), bits(sparsify_keys(keys, queries, 0.8, "mean")))

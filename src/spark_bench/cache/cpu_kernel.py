@@ -16,6 +16,8 @@ numba is not importable (``available`` says which).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -42,12 +44,16 @@ def available(tensor: torch.Tensor) -> bool:
     return numba is not None and tensor.device.type == "cpu"
 
 
-def _merge_kept_rows(out, kept, mask, signs, sign_shift, tasks_per_head, rows_per_task):  # pragma: no cover
-    """Per row of ``out`` (integer views): set the top bit of every channel whose bit in
-    ``signs`` is set (when ``signs`` has channels), then out[.., c] = kept[.., k] for the k-th
-    set bit c of ``mask``. Compiled below; a plain function where numba is missing."""
-    batch, heads, length, dim = out.shape
-    n_bytes, with_signs = mask.shape[3], signs.shape[3] > 0
+def _merge_kept_rows(
+    out, kept, mask, signs, length, sign_shift, tasks_per_head, rows_per_task
+):  # pragma: no cover
+    """Per row t < ``length`` of ``out`` (integer views, which may hold more rows): set the top
+    bit of every channel whose bit in ``signs`` is set (when ``signs`` has channels), then
+    out[.., c] = kept[.., k] for the k-th set bit c of ``mask``. numba checks no bounds: a set
+    bit past the row's D channels or past its T kept values is skipped, not written out of
+    bounds. Compiled by ``_kernel``."""
+    batch, heads, dim = out.shape[0], out.shape[1], out.shape[3]
+    n_bytes, n_kept, with_signs = mask.shape[3], kept.shape[3], signs.shape[3] > 0
     for task in numba.prange(batch * heads * tasks_per_head):
         b = task // (heads * tasks_per_head)
         h = (task // tasks_per_head) % heads
@@ -65,14 +71,32 @@ def _merge_kept_rows(out, kept, mask, signs, sign_shift, tasks_per_head, rows_pe
                 while word != 0:
                     lowest = word & -word  # numba's integers wrap, as the de Bruijn product needs
                     channel = 8 * start + _BIT_OF_SLOT[((lowest * _DE_BRUIJN) >> 58) & 63]
-                    dense[t, channel] = packed[t, k]
+                    if channel < dim and k < n_kept:
+                        dense[t, channel] = packed[t, k]
                     k += 1
                     word ^= lowest
 
 
-if numba is not None:
-    # cache=True: compiled once per machine and dtype, not once per process
-    _merge_kept_rows = numba.njit(parallel=True, nogil=True, cache=True)(_merge_kept_rows)
+_KERNELS: dict[torch.dtype, Any] = {}
+
+
+def _kernel(bits: torch.dtype) -> Any:
+    """The kernel compiled for one integer width, once, for C-contiguous arrays (``_whole_rows``
+    makes them so): left to itself numba compiles again (about 2 s) for every mix of contiguous
+    and strided arguments, possibly inside a timed step; strided ('A') arrays for all would
+    cost 1.3-1.7x at every call (the compiler cannot vectorise over an unknown stride)."""
+    if bits not in _KERNELS:
+        integer = numba.from_dtype(torch.empty((), dtype=bits).numpy().dtype)
+        array = numba.types.Array(integer, 4, "C")
+        mask = numba.types.Array(numba.types.uint8, 4, "C")
+        count = numba.types.int64
+        signature = numba.types.void(array, array, mask, mask, count, count, count, count)
+        try:  # cached on disk: compiled once per machine, not once per process
+            compiled = numba.njit([signature], parallel=True, nogil=True, cache=True)(_merge_kept_rows)
+        except RuntimeError:  # no writable cache directory (a read-only install, no HOME)
+            compiled = numba.njit([signature], parallel=True, nogil=True)(_merge_kept_rows)
+        _KERNELS[bits] = compiled
+    return _KERNELS[bits]
 
 
 def merge_kept(
@@ -83,21 +107,82 @@ def merge_kept(
     lists its T values in channel order; first, when ``sign_bits`` (same layout as
     ``mask_bits``) is given, the sign bit of ``out``'s entries is set where it has a set bit.
     ``out`` [b, h, t, D] may be a strided view."""
-    tensors = (out, kept, mask_bits) + ((sign_bits,) if sign_bits is not None else ())
-    if out.dim() != 4 or any(tensor.stride(-1) != 1 for tensor in tensors):
-        raise ValueError("merge_kept takes [b, h, t, ·] tensors whose last dimension is contiguous")
-    bits = _BITS_OF[out.element_size()]
     signs = mask_bits[..., :0] if sign_bits is None else sign_bits
-    length = out.shape[2]
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _merge_kept_rows(
+    _check(out, kept, mask_bits, signs)
+    bits = _BITS_OF[out.element_size()]
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    _kernel(bits)(
         # detach: a cache is read under no_grad, but a tensor that requires grad has no numpy view
-        out.detach().view(bits).numpy(),
-        kept.detach().view(bits).numpy(),
-        mask_bits.numpy(),
-        signs.numpy(),
+        _whole_rows(out.detach().view(bits)).numpy(),
+        _whole_rows(kept.detach().view(bits)).numpy(),
+        _whole_rows(mask_bits).numpy(),
+        _whole_rows(signs).numpy(),
+        out.shape[2],
         8 * out.element_size() - 1,
-        -(-length // ROWS_PER_TASK),
+        -(-out.shape[2] // ROWS_PER_TASK),
         ROWS_PER_TASK,
     )
+    if torch.get_num_threads() != threads:
+        # numba's OpenMP layer shares torch's runtime and sets its thread count when it starts
+        torch.set_num_threads(threads)
     return out
+
+
+def rows_of_a_buffer(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` [b, h, t, n] is contiguous, or the first t rows of a contiguous
+    [b, h, T, n] buffer (T >= t): what ``merge_kept`` takes."""
+    return _buffer_rows(tensor) is not None
+
+
+def _buffer_rows(tensor: torch.Tensor) -> int | None:
+    """T, the rows of the contiguous buffer whose first t rows ``tensor`` is; None if it is not."""
+    if tensor.is_contiguous():
+        return tensor.shape[2]
+    batch, heads, length, width = tensor.shape
+    stride = tensor.stride()
+    if stride[3] != 1 or stride[2] != width or width == 0:
+        return None
+    # strides of size-1 dimensions say nothing: read T from the first dimension of size > 1
+    outer = stride[1] if heads > 1 else stride[0]
+    rows = outer // width
+    end = tensor.storage_offset() + batch * heads * rows * width  # one past the buffer
+    fits = (
+        outer == rows * width
+        and rows >= length
+        and (batch == 1 or heads == 1 or stride[0] == heads * stride[1])
+        and end * tensor.element_size() <= tensor.untyped_storage().nbytes()
+    )
+    return rows if fits else None
+
+
+def _whole_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """A C-contiguous view of ``tensor`` [b, h, t, n], or of the [b, h, T, n] buffer (T >= t)
+    whose first t rows it is: the layout of a prefill rebuilt into the front of a buffer that
+    also holds the dense tail, and of a cropped cache. The kernel writes only the first t rows."""
+    if tensor.is_contiguous():
+        return tensor
+    batch, heads, _, width = tensor.shape
+    rows = _buffer_rows(tensor)
+    return tensor.as_strided((batch, heads, rows, width), (heads * rows * width, rows * width, width, 1))
+
+
+def _check(out: torch.Tensor, kept: torch.Tensor, mask_bits: torch.Tensor, signs: torch.Tensor) -> None:
+    """What the unchecked kernel relies on, where ``masked_scatter_`` would raise."""
+    rows = out.shape[:3]
+    if out.dim() != 4 or not all(rows_of_a_buffer(tensor) for tensor in (out, kept, mask_bits, signs)):
+        raise ValueError(
+            "merge_kept takes [b, h, t, ·] tensors that are the first t rows of a contiguous buffer"
+        )
+    if kept.shape[:3] != rows or mask_bits.shape[:3] != rows or signs.shape[:3] != rows:
+        raise ValueError(
+            f"merge_kept: rows differ: out {tuple(rows)}, kept {tuple(kept.shape[:3])},"
+            f" mask {tuple(mask_bits.shape[:3])}"
+        )
+    if kept.element_size() != out.element_size() or out.element_size() not in _BITS_OF:
+        raise ValueError(f"merge_kept: out is {out.dtype} and kept {kept.dtype}; they must have one width")
+    n_bytes = -(-out.shape[3] // 8)
+    if mask_bits.dtype != torch.uint8 or mask_bits.shape[3] != n_bytes or signs.shape[3] not in (0, n_bytes):
+        raise ValueError(
+            f"merge_kept: masks must be uint8 with {n_bytes} bytes per row for {out.shape[3]} channels"
+        )

@@ -48,13 +48,13 @@ def pack_bits(bits: torch.Tensor) -> torch.Tensor:
     n = bits.shape[-1]
     padded = torch.nn.functional.pad(bits.to(torch.uint8), (0, -n % 8))
     weights = torch.tensor(_BIT_WEIGHTS, dtype=torch.uint8, device=bits.device)
-    return (padded.view(*bits.shape[:-1], -1, 8) * weights).sum(-1, dtype=torch.uint8)
+    return (padded.view(*bits.shape[:-1], padded.shape[-1] // 8, 8) * weights).sum(-1, dtype=torch.uint8)
 
 
 def _expand_bytes(packed: torch.Tensor) -> torch.Tensor:
     """uint8 [..., m] -> 0/1 uint8 [..., 8m], little-endian within a byte."""
     rows = _byte_table(packed.device).index_select(0, packed.reshape(-1).long())
-    return rows.view(torch.uint8).view(*packed.shape[:-1], -1)
+    return rows.view(torch.uint8).view(*packed.shape[:-1], 8 * packed.shape[-1])
 
 
 def _set_sign_bits(dense: torch.Tensor, sign_bits: torch.Tensor) -> None:
@@ -112,7 +112,7 @@ class PackedRows:
     def write_kept(self, out: torch.Tensor, sign_bits: torch.Tensor | None = None) -> torch.Tensor:
         """Overwrite ``out``'s kept channels with their values; first, when ``sign_bits`` is
         given, set the sign bit of ``out``'s entries where it has a set bit."""
-        if self.mask_bits is not None and cpu_kernel.available(out):
+        if self.mask_bits is not None and cpu_kernel.available(out) and cpu_kernel.rows_of_a_buffer(out):
             return cpu_kernel.merge_kept(out, self.kept, self.mask_bits, sign_bits)
         if sign_bits is not None:
             _set_sign_bits(out, sign_bits)
