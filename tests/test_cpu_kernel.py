@@ -9,12 +9,10 @@ import torch
 from spark_bench.cache import PackedKeys, PackedValues, cpu_kernel, pack_bits
 from spark_bench.presses.spark import channel_mask, prune_values, sparsify_keys
 
-INT_OF_WIDTH = {2: torch.int16, 4: torch.int32, 8: torch.int64}
-
 
 def bits(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor's bit patterns: equality of these also tells -0.0 from 0.0."""
-    return tensor.view(INT_OF_WIDTH[tensor.element_size()])
+    return tensor.view(cpu_kernel.INT_OF_WIDTH[tensor.element_size()])
 
 
 def random_selection(shape: tuple[int, ...], head_dim: int, n_kept: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - numba is a dependency; this keeps the 
     numba = None
 
 # Same-width integer views: the kernel moves bits, so every float dtype goes through it exactly.
-_BITS_OF = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+INT_OF_WIDTH = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 ROWS_PER_TASK = 256  # rows one thread handles at a time: enough work to pay for a task
 
 # The index of a 64-bit word's lowest set bit: isolate it (w & -w), multiply by a de Bruijn
@@ -106,18 +106,24 @@ def merge_kept(
     ([b, h, t, ceil(D / 8)] uint8, little-endian) unpacked and every row of ``kept`` [b, h, t, T]
     lists its T values in channel order; first, when ``sign_bits`` (same layout as
     ``mask_bits``) is given, the sign bit of ``out``'s entries is set where it has a set bit.
-    ``out`` [b, h, t, D] may be a strided view."""
+    Each tensor [b, h, t, ·] is contiguous or the first t rows of a contiguous buffer (the front
+    of a buffer that also holds the dense tail, a cropped cache)."""
     signs = mask_bits[..., :0] if sign_bits is None else sign_bits
     _check(out, kept, mask_bits, signs)
-    bits = _BITS_OF[out.element_size()]
+    bits = INT_OF_WIDTH[out.element_size()]
+    # detach: a cache is read under no_grad, but a tensor that requires grad has no numpy view
+    buffers = [
+        _whole_rows(tensor)
+        for tensor in (out.detach().view(bits), kept.detach().view(bits), mask_bits, signs)
+    ]
+    if any(buffer is None for buffer in buffers):
+        raise ValueError(
+            "merge_kept takes [b, h, t, ·] tensors that are the first t rows of a contiguous buffer"
+        )
     threads = torch.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     _kernel(bits)(
-        # detach: a cache is read under no_grad, but a tensor that requires grad has no numpy view
-        _whole_rows(out.detach().view(bits)).numpy(),
-        _whole_rows(kept.detach().view(bits)).numpy(),
-        _whole_rows(mask_bits).numpy(),
-        _whole_rows(signs).numpy(),
+        *(buffer.numpy() for buffer in buffers),
         out.shape[2],
         8 * out.element_size() - 1,
         -(-out.shape[2] // ROWS_PER_TASK),
@@ -132,13 +138,14 @@ def merge_kept(
 def rows_of_a_buffer(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` [b, h, t, n] is contiguous, or the first t rows of a contiguous
     [b, h, T, n] buffer (T >= t): what ``merge_kept`` takes."""
-    return _buffer_rows(tensor) is not None
+    return _whole_rows(tensor) is not None
 
 
-def _buffer_rows(tensor: torch.Tensor) -> int | None:
-    """T, the rows of the contiguous buffer whose first t rows ``tensor`` is; None if it is not."""
+def _whole_rows(tensor: torch.Tensor) -> torch.Tensor | None:
+    """A C-contiguous view of ``tensor`` [b, h, t, n], or of the [b, h, T, n] buffer (T >= t)
+    whose first t rows it is (the kernel writes only the first t rows); None if it is neither."""
     if tensor.is_contiguous():
-        return tensor.shape[2]
+        return tensor
     batch, heads, length, width = tensor.shape
     stride = tensor.stride()
     if stride[3] != 1 or stride[2] != width or width == 0:
@@ -147,39 +154,27 @@ def _buffer_rows(tensor: torch.Tensor) -> int | None:
     outer = stride[1] if heads > 1 else stride[0]
     rows = outer // width
     end = tensor.storage_offset() + batch * heads * rows * width  # one past the buffer
-    fits = (
-        outer == rows * width
-        and rows >= length
-        and (batch == 1 or heads == 1 or stride[0] == heads * stride[1])
-        and end * tensor.element_size() <= tensor.untyped_storage().nbytes()
-    )
-    return rows if fits else None
-
-
-def _whole_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """A C-contiguous view of ``tensor`` [b, h, t, n], or of the [b, h, T, n] buffer (T >= t)
-    whose first t rows it is: the layout of a prefill rebuilt into the front of a buffer that
-    also holds the dense tail, and of a cropped cache. The kernel writes only the first t rows."""
-    if tensor.is_contiguous():
-        return tensor
-    batch, heads, _, width = tensor.shape
-    rows = _buffer_rows(tensor)
+    if (
+        outer != rows * width
+        or rows < length
+        or (batch > 1 and heads > 1 and stride[0] != heads * stride[1])
+        or end * tensor.element_size() > tensor.untyped_storage().nbytes()
+    ):
+        return None
     return tensor.as_strided((batch, heads, rows, width), (heads * rows * width, rows * width, width, 1))
 
 
 def _check(out: torch.Tensor, kept: torch.Tensor, mask_bits: torch.Tensor, signs: torch.Tensor) -> None:
     """What the unchecked kernel relies on, where ``masked_scatter_`` would raise."""
     rows = out.shape[:3]
-    if out.dim() != 4 or not all(rows_of_a_buffer(tensor) for tensor in (out, kept, mask_bits, signs)):
-        raise ValueError(
-            "merge_kept takes [b, h, t, ·] tensors that are the first t rows of a contiguous buffer"
-        )
+    if any(tensor.dim() != 4 for tensor in (out, kept, mask_bits, signs)):
+        raise ValueError("merge_kept takes [b, h, t, ·] tensors")
     if kept.shape[:3] != rows or mask_bits.shape[:3] != rows or signs.shape[:3] != rows:
         raise ValueError(
             f"merge_kept: rows differ: out {tuple(rows)}, kept {tuple(kept.shape[:3])},"
             f" mask {tuple(mask_bits.shape[:3])}"
         )
-    if kept.element_size() != out.element_size() or out.element_size() not in _BITS_OF:
+    if kept.element_size() != out.element_size() or out.element_size() not in INT_OF_WIDTH:
         raise ValueError(f"merge_kept: out is {out.dtype} and kept {kept.dtype}; they must have one width")
     n_bytes = -(-out.shape[3] // 8)
     if mask_bits.dtype != torch.uint8 or mask_bits.shape[3] != n_bytes or signs.shape[3] not in (0, n_bytes):

@@ -30,7 +30,6 @@ from spark_bench.presses.spark import (
 
 _BIT_WEIGHTS = [1 << i for i in range(8)]
 _BYTE_TABLES: dict[torch.device, torch.Tensor] = {}
-_INT_OF_WIDTH = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def _byte_table(device: torch.device) -> torch.Tensor:
@@ -62,7 +61,7 @@ def _set_sign_bits(dense: torch.Tensor, sign_bits: torch.Tensor) -> None:
     the sign in the top bit) where ``sign_bits`` [..., ceil(D / 8)] has a set bit. An OR on a
     same-width integer view: 2-3x faster on a CPU than an OR into each entry's top byte, whose
     stride defeats vectorisation."""
-    ints = dense.view(_INT_OF_WIDTH[dense.element_size()])
+    ints = dense.view(cpu_kernel.INT_OF_WIDTH[dense.element_size()])
     negative = _expand_bytes(sign_bits)[..., : dense.shape[-1]].to(ints.dtype)
     ints.bitwise_or_(negative.bitwise_left_shift_(8 * dense.element_size() - 1))
 
