@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
-from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile, record_function
 from transformers import Cache
 
@@ -116,6 +115,10 @@ def peak_tensor_bytes(
         measured()
         torch.cuda.synchronize(device)
         return held, int(torch.cuda.max_memory_allocated(device) - before)
+    try:  # private API, read only here: the runner imports this module and must not depend on it
+        from torch._C._profiler import _EventType
+    except ImportError:
+        return None
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
         setup()
         with record_function(_MEASURED):
