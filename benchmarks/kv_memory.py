@@ -28,11 +28,11 @@ from spark_bench.benchmarking import (
     argument_parser,
     embedded_model_spec,
     greedy_steps,
+    interleaved_times,
     paired_ratio,
     prefill,
     press_for,
     random_ids,
-    timed,
     write_figures,
 )
 from spark_bench.cache import ChannelSparseCache
@@ -65,9 +65,7 @@ def decode_costs(
     cache, the keys it rebuilds, activations; the model's weights are not counted), measured
     by the device's allocator in a separate, untimed run. Each cache is prefilled once; every
     repetition crops it back to the prefill (as the engine does between questions) and decodes
-    again. The classes take turns within each repetition, in reverse order every other one, so
-    that a drift of the machine's speed (other load, clocks) falls on both sides of the ratio
-    alike."""
+    again, the classes taking turns (``interleaved_times``) after an untimed warm-up round."""
     device = loaded.model.device
     caches = []
     for cache_class in cache_classes:
@@ -75,17 +73,20 @@ def decode_costs(
         prefill(loaded.model, press, ids, cache)
         caches.append((cache, [layer.get_seq_length() for layer in cache.layers]))
 
-    def crop(cache, lengths):
+    def decode_from_prefill(cache, lengths) -> None:
         for layer, length in zip(cache.layers, lengths, strict=True):
-            layer.crop(length)
+            layer.crop(length)  # back to the prefill: a slice, microseconds beside the steps
+        greedy_steps(loaded.model, cache, ids, steps)
 
-    times: list[list[float]] = [[] for _ in cache_classes]
-    for repetition in range(repeats):
-        order = list(enumerate(caches))  # reversed every other repetition: neither always goes first
-        for index, (cache, lengths) in order if repetition % 2 == 0 else reversed(order):
-            crop(cache, lengths)
-            seconds = timed(lambda cache=cache: greedy_steps(loaded.model, cache, ids, steps), device)
-            times[index].append(seconds / steps)
+    seconds = interleaved_times(
+        [
+            lambda cache=cache, lengths=lengths: decode_from_prefill(cache, lengths)
+            for cache, lengths in caches
+        ],
+        repeats,
+        device,
+    )
+    times = [[total / steps for total in per_cache] for per_cache in seconds]
     peaks: list[int | None] = []
     for cache_class in cache_classes:  # a fresh cache, so the allocator sees all it holds
         cache = cache_class()
