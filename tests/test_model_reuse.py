@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from spark_bench import models
 from spark_bench.runner import run
-from tests.conftest import compose_config
+from tests.conftest import compose_config, read_jsonl
 
 
 def test_the_same_model_is_loaded_once_and_another_replaces_it():
@@ -28,3 +28,23 @@ def test_consecutive_runs_of_one_model_share_it(make_config, monkeypatch):
     run(make_config("model=tiny-llama", "press=snapkv"))
     run(make_config("model=tiny-llama", "press=snap_spark", "key_ratio=0.5"))
     assert loads == ["tiny-llama"]
+
+
+def _answers(results_root) -> list[tuple[str, str]]:
+    (path,) = results_root.glob("**/predictions.jsonl")
+    return [(r["id"], r["prediction"]) for r in read_jsonl(path)]
+
+
+def test_a_press_that_switches_attention_leaves_the_next_job_a_model_as_loaded(make_config, tmp_path):
+    """PyramidKV switches the model to per-layer attention; a later job reusing the model must
+    run exactly as on a fresh load (job order cannot change results)."""
+    models._REUSABLE.clear()
+    alone = make_config("press=snapkv", "compression_ratio=0.5", f"paths.results_root={tmp_path / 'alone'}")
+    run(alone)
+    models._REUSABLE.clear()
+    run(make_config("press=pyramidkv", "compression_ratio=0.5", f"paths.results_root={tmp_path / 'first'}"))
+    after = make_config("press=snapkv", "compression_ratio=0.5", f"paths.results_root={tmp_path / 'after'}")
+    loaded = models.load_model_once(after.model)
+    assert loaded.model.config._attn_implementation == after.model.attn_implementation
+    run(after)
+    assert _answers(tmp_path / "after") == _answers(tmp_path / "alone")

@@ -106,12 +106,18 @@ _NOT_LOADING = ("resources", "max_prompt_tokens")
 
 def load_model_once(spec: Mapping[str, Any]) -> LoadedModel:
     """``load_model``, reusing the model of the previous call when it loaded the same thing
-    (the previous one, if different, is released first: one model in memory at a time)."""
+    (the previous one, if different, is released first: one model in memory at a time).
+
+    A reused model is handed back as ``spec`` loads it: a press may have changed it for its own
+    job (PyramidKV switches the attention implementation), and the next job's results must not
+    depend on which job ran before it."""
     plain = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
     key = json.dumps({k: v for k, v in plain.items() if k not in _NOT_LOADING}, sort_keys=True, default=str)
     if key in _REUSABLE:
         log.info("model %s reused from the previous job of this process", spec["name"])
-        return _REUSABLE[key]
+        loaded = _REUSABLE[key]
+        restore_attention(loaded.model, spec["attn_implementation"])
+        return loaded
     _REUSABLE.clear()
     gc.collect()
     if torch.cuda.is_available():
@@ -119,6 +125,13 @@ def load_model_once(spec: Mapping[str, Any]) -> LoadedModel:
     loaded = load_model(spec)
     _REUSABLE[key] = loaded
     return loaded
+
+
+def restore_attention(model: transformers.PreTrainedModel, implementation: str) -> None:
+    """Put ``model`` back on the attention implementation its config asked for."""
+    if model.config._attn_implementation != implementation:
+        log.info("model attention back to %s (a previous job switched it)", implementation)
+        model.set_attn_implementation(implementation)
 
 
 def _dtype(name: str) -> torch.dtype:
