@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from kvpress import SnapKVPress
+from omegaconf import OmegaConf
 
 from spark_bench import engine
 from spark_bench.data import Sample
 from spark_bench.models import embedded_tokenizer, load_model
-from spark_bench.runner import prefill_groups
+from spark_bench.runner import prefill_groups, run
 from tests.conftest import compose_config
 
 
@@ -106,3 +109,50 @@ def test_decoding_continues_at_the_uncompressed_positions():
     expected = loaded.model.generate(full, max_new_tokens=5, do_sample=False, eos_token_id=None)
     answer = engine.answer(loaded.model, loaded.tokenizer, None, prompt, [5])[0]
     assert answer.text == loaded.tokenizer.decode(expected[0, full.shape[1] :], skip_special_tokens=True)
+
+
+# Qwen3's chat template, the ``chat_template`` string of Qwen/Qwen3-8B's tokenizer_config.json on
+# the hub (the current revision, with ``reasoning_content``), decoded from its JSON: a fixture, so
+# that Qwen3's prompts are checked without downloading its tokenizer.
+QWEN3_TEMPLATE = Path(__file__).parent / "data" / "qwen3_chat_template.jinja"
+OPEN_THINKING = "<|im_start|>assistant\n"
+CLOSED_THINKING = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+@pytest.fixture
+def qwen3_tokenizer():
+    """A tokenizer that renders prompts with Qwen3's real chat template."""
+    tokenizer = embedded_tokenizer()
+    tokenizer.chat_template = QWEN3_TEMPLATE.read_text()
+    return tokenizer
+
+
+@pytest.mark.parametrize("compress_questions", [True, False])
+def test_qwen3_answers_with_thinking_off_as_the_reference_renders_it(qwen3_tokenizer, compress_questions):
+    """The SparK reference and kvpress render Qwen3 prompts with ``enable_thinking=False``: the
+    assistant turn opens with an empty, closed think block, so the answer is not spent thinking."""
+    kwargs = OmegaConf.to_container(compose_config(["model=qwen3-8b"]).model.chat_template_kwargs)
+    s = sample(question="What is the magic number?")
+    prefill, (query,) = engine.build_prompt_text(qwen3_tokenizer, [s], compress_questions, kwargs)
+    reference = qwen3_tokenizer.apply_chat_template(
+        [{"role": "user", "content": s.context + s.question}],
+        add_generation_prompt=True,
+        tokenize=False,
+        enable_thinking=False,
+    )
+    assert prefill + query == reference + s.answer_prefix
+    assert query.endswith(CLOSED_THINKING + s.answer_prefix)
+    assert (prefill + query).count("<think>") == 1
+
+
+def test_without_its_arguments_qwen3_would_think_first(qwen3_tokenizer):
+    prefill, (query,) = engine.build_prompt_text(qwen3_tokenizer, [sample()], compress_questions=True)
+    assert query.endswith(OPEN_THINKING + " Answer:") and "<think>" not in prefill + query
+
+
+def test_the_runner_renders_with_the_models_chat_template_arguments(make_config, monkeypatch):
+    seen = []
+    real_encode = engine.encode
+    monkeypatch.setattr(engine, "encode", lambda *args: seen.append(args[3]) or real_encode(*args))
+    run(make_config("press=snapkv", "+model.chat_template_kwargs={enable_thinking:false}"))
+    assert seen and all(kwargs == {"enable_thinking": False} for kwargs in seen)

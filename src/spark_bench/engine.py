@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from kvpress import BasePress
@@ -44,22 +45,32 @@ class Answer:
     decode_s: float
 
 
-def _split_chat(tokenizer: PreTrainedTokenizerBase, user_text: str) -> tuple[str, str]:
+def _split_chat(
+    tokenizer: PreTrainedTokenizerBase, user_text: str, chat_template_kwargs: Mapping[str, Any]
+) -> tuple[str, str]:
     templated = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_text + _SEPARATOR}], add_generation_prompt=True, tokenize=False
+        [{"role": "user", "content": user_text + _SEPARATOR}],
+        add_generation_prompt=True,
+        tokenize=False,
+        **chat_template_kwargs,
     )
     before, after = templated.split(_SEPARATOR)
     return before, after
 
 
 def build_prompt_text(
-    tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample], compress_questions: bool
+    tokenizer: PreTrainedTokenizerBase,
+    samples: Sequence[Sample],
+    compress_questions: bool,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[str, list[str]]:
     """The text prefilled under compression and the text fed after it, per question.
 
     With ``compress_questions`` (the paper's setting) the question ends the compressed prompt, so
     the press's observation window sits on it; otherwise it follows compression. Either way the
     question appears once, and the answer prefix comes after the assistant turn opens.
+    ``chat_template_kwargs`` go to the model's chat template (``model.chat_template_kwargs``:
+    Qwen3 takes ``enable_thinking=False``, else it answers inside a ``<think>`` block).
     """
     context = samples[0].context
     if compress_questions and len(samples) != 1:
@@ -67,7 +78,7 @@ def build_prompt_text(
     use_chat = samples[0].chat_template and tokenizer.chat_template is not None
     compressed = context + (samples[0].question if compress_questions else "")
     if use_chat:
-        prefill, suffix = _split_chat(tokenizer, compressed)
+        prefill, suffix = _split_chat(tokenizer, compressed, chat_template_kwargs or {})
     else:
         # The raw prompt, as official LongBench feeds these tasks (kvpress would add a "\n").
         prefill, suffix = (tokenizer.bos_token or "") + compressed, ""
@@ -75,8 +86,13 @@ def build_prompt_text(
     return prefill, queries
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, samples: Sequence[Sample], compress_questions: bool) -> Prompt:
-    prefill, queries = build_prompt_text(tokenizer, samples, compress_questions)
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    samples: Sequence[Sample],
+    compress_questions: bool,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> Prompt:
+    prefill, queries = build_prompt_text(tokenizer, samples, compress_questions, chat_template_kwargs)
 
     def ids(text: str) -> torch.Tensor:
         return tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids

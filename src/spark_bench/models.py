@@ -100,8 +100,8 @@ def load_model(spec: Mapping[str, Any]) -> LoadedModel:
 # The last model the runner loaded, by its loading fields: jobs of one model run one after the
 # other in a process (Hydra's basic launcher, a notebook) load it once, not once per job.
 _REUSABLE: dict[str, LoadedModel] = {}
-# Model config fields that do not change what is loaded (SLURM sizing, the prompt cut).
-_NOT_LOADING = ("resources", "max_prompt_tokens")
+# Model config fields that do not change what is loaded (SLURM sizing, the prompt cut, prompt rendering).
+_NOT_LOADING = ("resources", "max_prompt_tokens", "chat_template_kwargs")
 
 
 def load_model_once(spec: Mapping[str, Any]) -> LoadedModel:

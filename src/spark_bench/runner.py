@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from spark_bench import engine, memory, metrics, paths, sweep
@@ -136,10 +136,12 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
 
     memory.reset_peak_gpu()
     loop_start = time.perf_counter()
+    template_args = cfg.model.get("chat_template_kwargs")
+    chat_template_kwargs = OmegaConf.to_container(template_args) if template_args is not None else {}
     bar = tqdm(total=len(todo), desc="samples", unit="sample", disable=not sys.stderr.isatty())
     for group in prefill_groups(todo, cfg.compress_questions):
         try:
-            prompt = engine.encode(loaded.tokenizer, group, cfg.compress_questions)
+            prompt = engine.encode(loaded.tokenizer, group, cfg.compress_questions, chat_template_kwargs)
             lengths = [cfg.max_new_tokens or s.max_new_tokens for s in group]
             answers = engine.answer(
                 loaded.model, loaded.tokenizer, press, prompt, lengths, spec.knobs["kv_budget"]
