@@ -64,7 +64,7 @@ def test_press_knobs_are_read_from_interpolations():
     assert press_knobs(compose_config(["press=snapkv"]).press) == {
         "compression_ratio",
         "kv_budget",
-        "window_size",
+        "token_window",
     }
     assert press_knobs(compose_config(["press=streaming_llm"]).press) == {"compression_ratio", "kv_budget"}
     assert press_knobs(compose_config(["press=no_press"]).press) == set()
@@ -99,7 +99,9 @@ def test_kv_budget_replaces_the_ratio():
         (["compression_ratio=null", "kv_budget=0"], "kv_budget=0 must be a positive integer"),
         (["compression_ratio=null", "kv_budget=12.5"], "kv_budget=12.5 must be a positive integer"),
         (["recovery=banana"], "recovery='banana' is not one of ['none', 'mean', 'exponential', 'normal']"),
-        (["window_size=0"], "window_size=0 must be a positive integer"),
+        (["token_window=0"], "token_window=0 must be a positive integer"),
+        (["channel_window=-1"], "channel_window=-1 must be a positive integer"),
+        (["window_size=64"], "window_size=64 is split in two: token_window (SnapKV, PyramidKV) and"),
         (["max_samples=-3"], "max_samples=-3 must be a positive integer"),
         (["dataset.tasks=[nosuchtask]"], "unknown task(s) ['nosuchtask'] for ruler; valid: ['niah_single_1'"),
         (["dataset.tasks=[]"], "dataset.tasks is empty; choose from ['niah_single_1'"),
@@ -118,3 +120,44 @@ def test_unknown_choices_list_the_valid_ones(group, valid):
     with pytest.raises(MissingConfigException) as err:
         compose_config([f"{group}=nosuch{group}"])
     assert f"nosuch{group}" in str(err.value) and valid in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("press", "reads"),
+    [
+        ("snapkv", {"token_window"}),
+        ("pyramidkv", {"token_window"}),
+        ("think", {"channel_window"}),
+        ("spark", {"channel_window"}),
+        ("snap_think", {"token_window", "channel_window"}),
+        ("pyramid_think", {"token_window", "channel_window"}),
+        ("snap_spark", {"token_window", "channel_window"}),
+        ("pyramid_spark", {"token_window", "channel_window"}),
+        ("streaming_llm", set()),
+    ],
+)
+def test_token_and_channel_presses_read_their_own_window(press, reads):
+    """The SparK reference runs SnapKV/PyramidKV with a 64-token window and SparK/ThinK with 32:
+    two knobs, each reaching only its own presses."""
+    cfg = compose_config([f"press={press}", "token_window=64", "channel_window=16"])
+    assert press_knobs(cfg.press) & {"token_window", "channel_window"} == reads
+    built = build_press(cfg.press)
+    parts = built.presses if hasattr(built, "presses") else [built]
+    for part in parts:
+        if hasattr(part, "window_size"):
+            token_press = type(part).__name__ in ("SnapKVPress", "PyramidKVPress")
+            assert part.window_size == (64 if token_press else 16), type(part).__name__
+    spec = validate(cfg)
+    for knob in ("token_window", "channel_window"):
+        assert spec.knobs[knob] == (
+            {"token_window": 64, "channel_window": 16}[knob] if knob in reads else None
+        )
+
+
+def test_windows_name_the_run_directory_and_change_its_identity():
+    a = validate(compose_config(["press=snap_spark", "token_window=64"]))
+    b = validate(compose_config(["press=snap_spark", "token_window=32"]))
+    assert a.config_hash != b.config_hash
+    from spark_bench.paths import knob_tags
+
+    assert "tw64" in knob_tags(a) and "cw32" in knob_tags(a)

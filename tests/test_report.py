@@ -67,7 +67,7 @@ def fake_results(
         "started_at": finished,
         "finished_at": finished,
         "config_hash": f"{press}{key_ratio}{budget}",
-        "config": {"window_size": 32, "compress_questions": True},
+        "config": {"token_window": 64, "channel_window": 32, "compress_questions": True},
     }
     results = {
         "schema": 1,
@@ -128,7 +128,8 @@ def test_report_markdown_equals_golden_and_writes_csv_and_plots(tmp_path, capsys
         "task",
         "score",
         "kv_cache_bytes",
-        "window_size",
+        "token_window",
+        "channel_window",
     } <= set(csv.columns)
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == [
@@ -177,4 +178,8 @@ def test_knobs_of_the_config_are_columns(tmp_path):
     root = tmp_path / "results"
     golden_tree(root)
     frame = load_results(root)
-    assert (frame["window_size"] == 32).all() and frame["compress_questions"].all()
+    assert (
+        (frame["token_window"] == 64).all()
+        and (frame["channel_window"] == 32).all()
+        and frame["compress_questions"].all()
+    )

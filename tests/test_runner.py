@@ -32,6 +32,8 @@ def check_schema(results: dict) -> None:
         "key_ratio",
         "value_ratio",
         "recovery",
+        "token_window",
+        "channel_window",
         "seed",
         "n_samples",
         "n_failed",

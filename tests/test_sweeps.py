@@ -37,6 +37,27 @@ def test_every_sweep_composes_and_names_valid_choices(name):
                 validate(compose_config([f"+sweep={name}", f"{key}={value}"]))
 
 
+@pytest.mark.parametrize("name", ["longbench_budgets", "key_ratio_curve", "longbench_v2"])
+def test_paper_grids_use_the_reference_windows(name):
+    """The SparK reference: SnapKV/PyramidKV observe 64 queries, SparK/ThinK 32."""
+    cfg = compose_config([f"+sweep={name}"])
+    assert (cfg.token_window, cfg.channel_window) == (64, 32)
+
+
+def test_dry_run_of_the_paper_grid_lists_the_reference_windows(tmp_path):
+    proc = run_py("-m", "+sweep=longbench_budgets", "dry_run=true", f"paths.results_root={tmp_path / 'res'}",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("todo", "done"))]
+    assert len(lines) == 56
+    for press in ("snapkv", "pyramidkv"):
+        assert any(f"{press}-llama3.1-8b-longbench-budget128_tw64_" in line for line in lines)
+    assert any(
+        "snap_spark-llama3.1-8b-longbench-budget128_kr0.8_recmean_tw64_cw32_" in line for line in lines
+    )
+    assert not any("_w32" in line or "tw32" in line for line in lines)
+
+
 def test_slurm_launcher_config_is_documented_and_resolves():
     cfg = compose_config(["+sweep=longbench_budgets", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
     launcher = cfg.hydra.launcher

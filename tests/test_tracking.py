@@ -23,7 +23,7 @@ def test_a_two_point_multirun_writes_two_offline_runs(tmp_path):
     assert len(runs) == 2, runs
     contents = sorted((run_contents(r) for r in runs), key=lambda c: c["name"])
     assert [c["name"].split("-")[0] for c in contents] == ["snap_spark", "snapkv"]
-    assert contents[0]["name"] == "snap_spark-tiny-llama-ruler-cr0.1_kr0.5_vr0.0_recmean_w32"
+    assert contents[0]["name"] == "snap_spark-tiny-llama-ruler-cr0.1_kr0.5_vr0.0_recmean_tw32_cw32"
     assert {c["group"] for c in contents} == {"sweep-7"}  # grouped by the multirun
     for c in contents:
         results_file = next(

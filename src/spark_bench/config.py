@@ -20,7 +20,13 @@ from spark_bench.data import longbench, longbench_v2, ruler
 
 # The top-level knobs of conf/config.yaml that presses read through interpolation.
 RATIO_KNOBS = ("compression_ratio", "key_ratio", "value_ratio")
-PRESS_KNOBS = ("compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery", "window_size")
+PRESS_KNOBS = (
+    "compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery", "token_window", "channel_window",
+)  # fmt: skip
+# The single window knob of earlier versions, now token_window + channel_window: kept in the
+# config (null) so that ``window_size=64`` fails with the new names instead of Hydra's
+# "not in struct" (whose ``+window_size=64`` would be silently ignored).
+RETIRED_WINDOW_KNOB = "window_size"
 RECOVERY_CHOICES = ("none", "mean", "exponential", "normal")
 # The interpolation presses use for their token ratio; it stands for both token-budget knobs.
 PRESS_RATIO_KEY = "press_ratio"
@@ -36,7 +42,7 @@ EAGER_PRESSES = ("kvpress.ObservedAttentionPress",)
 
 
 # Config keys that do not change a run's outputs: left out of its effective config and hash.
-NOT_OUTPUT_KEYS = ("hydra", "logger", "paths", "rerun", "dry_run", PRESS_RATIO_KEY)
+NOT_OUTPUT_KEYS = ("hydra", "logger", "paths", "rerun", "dry_run", PRESS_RATIO_KEY, RETIRED_WINDOW_KNOB)
 
 
 class ConfigError(ValueError):
@@ -118,7 +124,13 @@ def validate(cfg: DictConfig) -> RunSpec:
     _check_budget(cfg)
     if cfg.recovery not in RECOVERY_CHOICES:
         raise ConfigError(f"recovery={cfg.recovery!r} is not one of {list(RECOVERY_CHOICES)}")
-    _check_positive_int(cfg, "window_size")
+    if cfg.get(RETIRED_WINDOW_KNOB) is not None:
+        raise ConfigError(
+            f"{RETIRED_WINDOW_KNOB}={cfg[RETIRED_WINDOW_KNOB]} is split in two: token_window (SnapKV, PyramidKV) and "
+            "channel_window (SparK, ThinK); the SparK reference runs token_window=64 channel_window=32"
+        )
+    for knob in ("token_window", "channel_window"):
+        _check_positive_int(cfg, knob)
     for knob in ("max_samples", "max_new_tokens"):
         if cfg[knob] is not None:
             _check_positive_int(cfg, knob)

@@ -22,14 +22,15 @@ KNOB_TAGS = {
     "key_ratio": "kr",
     "value_ratio": "vr",
     "recovery": "rec",
-    "window_size": "w",
+    "token_window": "tw",
+    "channel_window": "cw",
 }
 PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
 
 
 def knob_tags(spec: RunSpec) -> str:
-    """The press knobs that apply, short: ``cr0.1_kr0.5_recmean_w32``."""
+    """The press knobs that apply, short: ``cr0.1_kr0.5_recmean_tw32_cw32``."""
     return "_".join(f"{KNOB_TAGS[k]}{v}" for k, v in spec.knobs.items() if v is not None)
 
 
@@ -39,5 +40,5 @@ def run_dir(results_root: str | Path, spec: RunSpec) -> Path:
 
 
 def run_name(spec: RunSpec) -> str:
-    """A run's readable name for trackers: ``snap_spark-smollm2-135m-ruler-cr0.1_kr0.5_recmean_w32``."""
+    """A run's readable name for trackers: ``snap_spark-smollm2-135m-ruler-cr0.1_kr0.5_recmean_tw32_cw32``."""
     return "-".join(part for part in (spec.press, spec.model, spec.dataset, knob_tags(spec)) if part)

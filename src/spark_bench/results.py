@@ -35,6 +35,8 @@ class RunBlock(TypedDict):
     key_ratio: float | None  # null where the press prunes no key channels
     value_ratio: float | None
     recovery: str | None
+    token_window: int | None  # observation window of the token press (SnapKV, PyramidKV)
+    channel_window: int | None  # observation window of the channel press (SparK, ThinK)
     seed: int
     n_samples: int
     n_failed: int  # samples that raised (scored as empty answers, errors in predictions.jsonl)
@@ -163,7 +165,7 @@ RUN_COLUMNS = (
 def load_results(root: str | Path) -> pd.DataFrame:
     """Every ``results.json`` under ``root`` as a tidy frame: one row per run and task (the
     ``average`` included as a task). Columns: the run block's knobs, every scalar knob of the
-    resolved config (``window_size``, ``compress_questions``, ...; ``context_length`` for RULER),
+    resolved config (``token_window``, ``compress_questions``, ...; ``context_length`` for RULER),
     memory and timing, and ``path``. Where several runs share a config hash, the newest
     (``finished_at``) wins."""
     import pandas as pd

@@ -287,10 +287,7 @@ def _finish(
             "press": spec.press,
             "dataset": spec.dataset,
             "tasks": list(spec.tasks),
-            **{
-                k: spec.knobs[k]
-                for k in ("compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery")
-            },
+            **spec.knobs,
             "seed": cfg.seed,
             "n_samples": len(records),
             "n_failed": len(failed),
