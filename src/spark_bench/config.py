@@ -21,7 +21,8 @@ from spark_bench.data import longbench, longbench_v2, ruler
 # The top-level knobs of conf/config.yaml that presses read through interpolation.
 RATIO_KNOBS = ("compression_ratio", "key_ratio", "value_ratio")
 PRESS_KNOBS = (
-    "compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery", "token_window", "channel_window",
+    "compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery",
+    "token_window", "channel_window",
 )  # fmt: skip
 # The single window knob of earlier versions, now token_window + channel_window: kept in the
 # config (null) so that ``window_size=64`` fails with the new names instead of Hydra's
@@ -126,8 +127,9 @@ def validate(cfg: DictConfig) -> RunSpec:
         raise ConfigError(f"recovery={cfg.recovery!r} is not one of {list(RECOVERY_CHOICES)}")
     if cfg.get(RETIRED_WINDOW_KNOB) is not None:
         raise ConfigError(
-            f"{RETIRED_WINDOW_KNOB}={cfg[RETIRED_WINDOW_KNOB]} is split in two: token_window (SnapKV, PyramidKV) and "
-            "channel_window (SparK, ThinK); the SparK reference runs token_window=64 channel_window=32"
+            f"{RETIRED_WINDOW_KNOB}={cfg[RETIRED_WINDOW_KNOB]} is split in two: token_window (SnapKV, "
+            "PyramidKV) and channel_window (SparK, ThinK); the SparK reference runs token_window=64 "
+            "channel_window=32"
         )
     for knob in ("token_window", "channel_window"):
         _check_positive_int(cfg, knob)
