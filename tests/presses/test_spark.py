@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from spark_bench.presses import spark
 from spark_bench.presses.spark import (
     ADAPTIVE_KEEP,
     adaptive_pruned_count,
@@ -145,11 +146,26 @@ def test_sampling_recoveries_are_reproducible_under_a_seed(recovery):
     out, none = run(3), sparsify_keys(keys, queries, 0.5, "none")
     pruned = none == 0
     assert torch.equal(out[~pruned], keys[~pruned])
-    # capped at the mean pruned contribution, signs kept
+    # no recovered contribution above the selection threshold (the weakest kept one), signs kept
     s = query_channel_norm(queries, 2).unsqueeze(2)
-    a_t = ((keys.pow(2) * s) * pruned).sum(-1, keepdim=True) / 8
-    assert (out.pow(2) * s <= a_t * (1 + 1e-5))[pruned].all()
+    saliency = keys.pow(2) * s
+    threshold = saliency.masked_fill(pruned, math.inf).amin(-1, keepdim=True)
+    assert (out.pow(2) * s <= threshold * (1 + 1e-5)).expand_as(out)[pruned].all()
     assert (out.sign()[pruned] * keys.sign()[pruned] >= 0).all()
+
+
+@pytest.mark.parametrize("recovery", ["exponential", "normal"])
+def test_sampling_recovery_replaces_draws_above_the_threshold_by_the_mean(monkeypatch, recovery):
+    """As the reference's sampling modes: a draw above the selection threshold (the weakest kept
+    channel's saliency) becomes ``a_t``; a draw below it is kept, even above ``a_t``."""
+    saliency = T([8.0, 7, 6, 5, 4, 3, 2, 1])  # one token; λ=0.5 prunes 4, 3, 2, 1: a_t = 2.5
+    keys = saliency.sqrt().view(1, 1, 1, 8)
+    queries = torch.ones(1, 1, 1, 8)  # s = 1 on every channel: saliency = k²
+    draws = T([10.0, 9, 8, 7, 6, 4.5, 3, 1]).view(1, 1, 1, 8)  # largest draw to the most salient
+    monkeypatch.setitem(spark._SAMPLERS, recovery, lambda saliency, generator: draws)
+    out = sparsify_keys(keys, queries, 0.5, recovery)
+    close(out[0, 0, 0, 4:], T([2.5, 4.5, 3.0, 1.0]).sqrt())
+    assert torch.equal(out[0, 0, 0, :4], keys[0, 0, 0, :4])
 
 
 def test_adaptive_channel_counts_follow_the_buckets():
@@ -158,12 +174,29 @@ def test_adaptive_channel_counts_follow_the_buckets():
     concentrated[..., 0] = 100.0  # 99% of the mass in 1 channel (<= 0.2 D) -> keeps 0.1 D
     flat = torch.ones(1, 1, 1, dim)  # 99% needs all 10 channels (> 0.8 D) -> keeps 0.9 D
     counts = adaptive_pruned_count(torch.cat([concentrated, flat], dim=2)).flatten().tolist()
-    assert (
-        counts == [dim - 1, dim - 9] == [dim - round(k * dim) for k in (ADAPTIVE_KEEP[0], ADAPTIVE_KEEP[-1])]
-    )
+    assert counts == [dim - 1, dim - 9] == [dim - int(k * dim) for k in (ADAPTIVE_KEEP[0], ADAPTIVE_KEEP[-1])]
     out = sparsify_keys(torch.randn(1, 2, 30, 16), torch.randn(1, 2, 4, 16), 0.0, "none", adaptive=True)
     kept = (out != 0).sum(-1).unique().tolist()
-    assert set(kept) <= {round(k * 16) for k in ADAPTIVE_KEEP}
+    assert set(kept) <= {int(k * 16) for k in ADAPTIVE_KEEP}
+
+
+def test_adaptive_buckets_round_as_the_reference():
+    """The reference: p = the first (0-based) sorted position where the cumulative saliency exceeds
+    99% of the total; bucket by ``p <= int(0.2 D)``, ...; keep ``int(k D)`` channels. At D = 128
+    the bucket bounds are 25 / 51 / 76 / 102 and the keep counts 12 / 38 / 64 / 89 / 115."""
+    dim = 128
+
+    def token(leading: int) -> torch.Tensor:
+        # ``leading`` channels of 1 and a little dust: the cumulative sum passes 99% at the last
+        # leading channel, p = leading - 1
+        return torch.cat([torch.ones(leading), torch.full((dim - leading,), 0.1 / (dim - leading))])
+
+    p_values = [25, 26, 51, 52, 76, 77, 102, 103]
+    saliency = torch.stack([token(p + 1) for p in p_values]).view(1, 1, len(p_values), dim)
+    counts = adaptive_pruned_count(saliency).flatten().tolist()
+    assert [dim - c for c in counts] == [12, 38, 38, 64, 64, 89, 89, 115]
+    zero = adaptive_pruned_count(torch.zeros(1, 1, 1, dim)).item()  # no mass: the reference's p = 0
+    assert dim - zero == 12
 
 
 def test_value_pruning_fills_the_signed_mean():

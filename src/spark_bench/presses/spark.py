@@ -14,6 +14,11 @@ Deviations from the reference code (Xnhyacinth/SparK), each to follow the paper:
 - The pruned set and the mean over it are the same ``floor(λ·D)`` channels: ties in saliency
   prune the lower channel index first (the reference mixes argsort and a strict ``<``) (6).
 - Sampling recoveries take a seeded generator and index per token correctly (8).
+
+The variants the paper does not run follow the reference's arithmetic: the sampling recoveries
+replace draws above the selection threshold by ``a_t`` (its "up" modes, which clamp to the
+threshold, are not offered), and the adaptive channel count floors its bucket bounds and kept
+counts (``int(x * D)``).
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from torch import nn
 from transformers.models.llama.modeling_llama import rotate_half
 
 RECOVERY = ("none", "mean", "exponential", "normal")
-# Adaptive channel count (SPARK.md, variants): the fraction of D holding 99% of a token's
-# saliency picks its bucket; bucket upper bounds and the fraction of D each bucket keeps.
+# Adaptive channel count (the reference's variant): the sorted position where a token's
+# cumulative saliency passes 99% picks its bucket; bucket upper bounds (fractions of D, floored)
+# and the fraction of D each bucket keeps (floored), as the reference's ``int(x * D)``.
 ADAPTIVE_MASS = 0.99
 ADAPTIVE_BOUNDS = (0.2, 0.4, 0.6, 0.8)
 ADAPTIVE_KEEP = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -88,14 +94,21 @@ def pruned_mask(saliency: torch.Tensor, n_pruned: torch.Tensor | int) -> torch.T
 
 
 def adaptive_pruned_count(saliency: torch.Tensor) -> torch.Tensor:
-    """Per token, ``D - kept`` with ``kept`` from the 99%-cumulative-saliency buckets: [..., 1]."""
+    """Per token, ``D - kept`` with ``kept`` from the 99%-cumulative-saliency buckets: [..., 1].
+
+    As the reference: ``p`` is the first (0-based) position of the descending saliencies whose
+    cumulative sum exceeds 99% of the total (0 for a token with no saliency, where the
+    reference's argmax finds none); ``p <= int(0.2 D)`` keeps ``int(0.1 D)`` channels, and so on.
+    """
     dim = saliency.shape[-1]
     ordered = saliency.sort(dim=-1, descending=True).values
     cumulative = ordered.cumsum(-1)
-    needed = (cumulative < ADAPTIVE_MASS * cumulative[..., -1:]).sum(-1, keepdim=True) + 1
-    bounds = torch.tensor([b * dim for b in ADAPTIVE_BOUNDS], device=saliency.device)
-    bucket = torch.bucketize(needed.float(), bounds)  # <= 0.2D -> 0, ..., > 0.8D -> 4
-    pruned = torch.tensor([dim - round(k * dim) for k in ADAPTIVE_KEEP], device=saliency.device)
+    # cumulative sums never fall, so the leading run at or under 99% ends where it is first passed
+    point = (cumulative <= ADAPTIVE_MASS * cumulative[..., -1:]).sum(-1, keepdim=True)
+    point = torch.where(point == dim, 0, point)
+    bounds = torch.tensor([int(b * dim) for b in ADAPTIVE_BOUNDS], device=saliency.device)
+    bucket = torch.bucketize(point, bounds)  # <= int(0.2D) -> 0, ..., > int(0.8D) -> 4
+    pruned = torch.tensor([dim - int(k * dim) for k in ADAPTIVE_KEEP], device=saliency.device)
     return pruned[bucket]
 
 
@@ -189,11 +202,15 @@ _SAMPLERS = {"exponential": _draw_exponential, "normal": _draw_normal}
 def _sampled_target(
     saliency: torch.Tensor, pruned: torch.Tensor, recovery: str, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Sampling recovery: draws sorted descending, assigned by saliency rank, capped at ``a_t``."""
+    """Sampling recovery: draws sorted descending, assigned by saliency rank; a draw above the
+    selection threshold (the weakest kept channel's saliency) is replaced by ``a_t``, as the
+    reference's sampling modes do (a draw between ``a_t`` and the threshold stays)."""
     samples = _SAMPLERS[recovery](saliency, generator).sort(dim=-1, descending=True).values
     rank = saliency.argsort(dim=-1, descending=True, stable=True)
     assigned = torch.empty_like(samples).scatter_(-1, rank, samples)
-    return torch.minimum(assigned, mean_pruned_saliency(saliency, pruned, torch.float32))
+    threshold = saliency.masked_fill(pruned, math.inf).amin(-1, keepdim=True)
+    mean = mean_pruned_saliency(saliency, pruned, torch.float32)
+    return torch.where(assigned > threshold, mean, assigned)
 
 
 def select_values(values: torch.Tensor, value_ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
