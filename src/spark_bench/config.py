@@ -75,20 +75,23 @@ class RunSpec:
     config_hash: str
 
 
+def _hydra_runtime(cfg: DictConfig) -> Any:
+    """Hydra's runtime node (choices, config sources), or None for a config composed without it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime
+    return cfg.hydra.runtime if "hydra" in cfg else None
+
+
 def choices(cfg: DictConfig) -> dict[str, str]:
     """The group choices (``press=snapkv``) of a composed config.
 
     Hydra records them in its runtime config; a config composed in Python without it
     (``compose(return_hydra_config=False)``) falls back to the ``name`` fields.
     """
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        runtime = HydraConfig.get().runtime.choices
-    elif "hydra" in cfg:
-        runtime = cfg.hydra.runtime.choices
-    else:
-        runtime = {}
+    hydra_runtime = _hydra_runtime(cfg)
+    runtime = hydra_runtime.choices if hydra_runtime is not None else {}
     out = {}
     for group in GROUPS:
         name = runtime.get(group)
@@ -147,7 +150,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     used = press_knobs(cfg.press)
     knobs = {k: (cfg[k] if k in used else None) for k in PRESS_KNOBS}
     return RunSpec(
-        model=names["model"],
+        model=model_label(cfg, names["model"]),
         press=names["press"],
         dataset=names["dataset"],
         logger=names["logger"],
@@ -155,6 +158,42 @@ def validate(cfg: DictConfig) -> RunSpec:
         knobs=knobs,
         config_hash=config_hash(cfg, knobs),
     )
+
+
+def model_label(cfg: DictConfig, preset: str) -> str:
+    """The model a run is filed under: the preset's name, or ``<preset>@<checkpoint>`` when
+    ``model.pretrained`` overrides the checkpoint the preset loads (a fine-tune, a local copy),
+    so that two checkpoints never share a run directory, a results row or a report row."""
+    if cfg.model.get("loader") != "hub":
+        return preset  # the embedded and random models load no checkpoint by name
+    loaded = str(cfg.model.pretrained)
+    shipped = _preset_field(cfg, "model", preset, "pretrained")
+    if shipped is None or loaded == str(shipped):
+        return preset
+    return f"{preset}@{checkpoint_slug(loaded)}"
+
+
+def checkpoint_slug(pretrained: str) -> str:
+    """A hub id as ``org--name`` (the hub cache's own naming), a directory by its name (a hub
+    cache snapshot by its model folder); characters other than letters, digits, ``.``, ``_``
+    and ``-`` become ``-``."""
+    path = Path(pretrained.rstrip("/"))
+    if pretrained.startswith(("/", ".", "~")) or path.exists():
+        name = path.parent.parent.name if path.parent.name == "snapshots" else path.name
+    else:
+        name = pretrained.replace("/", "--")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def _preset_field(cfg: DictConfig, group: str, choice: str, field: str) -> Any:
+    """``field`` of the group file ``<group>/<choice>.yaml`` as shipped, before overrides, read
+    from the first directory of Hydra's config search path that holds it (None if none does)."""
+    runtime = _hydra_runtime(cfg)
+    for source in runtime.config_sources if runtime is not None else ():
+        candidate = Path(source.path) / group / f"{choice}.yaml"
+        if source.schema == "file" and candidate.is_file():
+            return OmegaConf.load(candidate).get(field)
+    return None
 
 
 def press_targets(press_cfg: Any) -> list[str]:
