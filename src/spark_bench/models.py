@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +111,7 @@ def load_model_once(spec: Mapping[str, Any]) -> LoadedModel:
     A reused model is handed back as ``spec`` loads it: a press may have changed it for its own
     job (PyramidKV switches the attention implementation), and the next job's results must not
     depend on which job ran before it."""
-    plain = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
-    key = json.dumps({k: v for k, v in plain.items() if k not in _NOT_LOADING}, sort_keys=True, default=str)
+    key = _loading_key(spec)
     if key in _REUSABLE:
         log.info("model %s reused from the previous job of this process", spec["name"])
         loaded = _REUSABLE[key]
@@ -125,6 +124,42 @@ def load_model_once(spec: Mapping[str, Any]) -> LoadedModel:
     loaded = load_model(spec)
     _REUSABLE[key] = loaded
     return loaded
+
+
+def _loading_key(spec: Mapping[str, Any]) -> str:
+    plain = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    return json.dumps({k: v for k, v in plain.items() if k not in _NOT_LOADING}, sort_keys=True, default=str)
+
+
+# The last tokenizer loaded, by the same key: the runner loads it before the weights (to read
+# its data first), and the model's loader then takes the same object.
+_TOKENIZERS: dict[str, PreTrainedTokenizerBase] = {}
+
+
+def load_tokenizer(spec: Mapping[str, Any]) -> PreTrainedTokenizerBase:
+    """The tokenizer ``spec``'s model comes with, alone: seconds, where the weights take minutes,
+    so a run can read (and fit) its data and fail on a bad data source before they load."""
+    key = _loading_key(spec)
+    if key not in _TOKENIZERS:
+        if spec["loader"] == "hub":
+            tokenizer = _checkpoint_call(spec["pretrained"], AutoTokenizer.from_pretrained)
+        else:
+            tokenizer = embedded_tokenizer()  # the embedded model's, and the random models'
+        _TOKENIZERS.clear()
+        _TOKENIZERS[key] = tokenizer
+    return _TOKENIZERS[key]
+
+
+def _checkpoint_call(source: str, load: Callable[..., Any], **kwargs: Any) -> Any:
+    """``load(source, **kwargs)`` with a missing or unreachable checkpoint said in one message."""
+    try:
+        return load(source, **kwargs)
+    except OSError as err:
+        raise ModelLoadError(
+            f"cannot load model.pretrained={source!r}: {err}\n"
+            "If the Hugging Face hub is unreachable (offline cluster) or the id has a typo, download the "
+            "model once and set model.pretrained=/path/to/local/dir (and HF_HUB_OFFLINE=1)."
+        ) from err
 
 
 def restore_attention(model: transformers.PreTrainedModel, implementation: str) -> None:
@@ -145,20 +180,12 @@ def _model_kwargs(spec: Mapping[str, Any], dtype: torch.dtype) -> dict[str, Any]
 
 
 def _load_hub(spec: Mapping[str, Any], dtype: torch.dtype) -> LoadedModel:
-    source = spec["pretrained"]
     kwargs = _model_kwargs(spec, dtype)
     device_map = spec.get("device_map")
     if device_map is not None and torch.cuda.is_available():
         kwargs["device_map"] = device_map  # e.g. "auto": shard over the node's GPUs
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except OSError as err:
-        raise ModelLoadError(
-            f"cannot load model.pretrained={source!r}: {err}\n"
-            "If the Hugging Face hub is unreachable (offline cluster) or the id has a typo, download the "
-            "model once and set model.pretrained=/path/to/local/dir (and HF_HUB_OFFLINE=1)."
-        ) from err
+    tokenizer = load_tokenizer(spec)
+    model = _checkpoint_call(spec["pretrained"], AutoModelForCausalLM.from_pretrained, **kwargs)
     if "device_map" not in kwargs:
         model.to(default_device())
     return LoadedModel(model, tokenizer, spec["name"])
@@ -166,7 +193,7 @@ def _load_hub(spec: Mapping[str, Any], dtype: torch.dtype) -> LoadedModel:
 
 def _load_random(spec: Mapping[str, Any], dtype: torch.dtype) -> LoadedModel:
     """A tiny model with random weights; the embedded tokenizer so that no download is needed."""
-    tokenizer = embedded_tokenizer()
+    tokenizer = load_tokenizer(spec)
     config = AutoConfig.for_model(
         spec["architecture"],
         vocab_size=EMBEDDED_VOCAB_SIZE,
@@ -215,7 +242,7 @@ def embedded_tokenizer() -> PreTrainedTokenizerBase:
 
 def _load_embedded(spec: Mapping[str, Any], dtype: torch.dtype) -> LoadedModel:
     directory = _ensure_embedded_converted()
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = load_tokenizer(spec)
     model = AutoModelForCausalLM.from_pretrained(directory, **_model_kwargs(spec, dtype))
     return LoadedModel(model.to(default_device()), tokenizer, spec["name"])
 

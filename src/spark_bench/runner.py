@@ -28,7 +28,7 @@ from spark_bench import engine, memory, metrics, paths, sweep
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
 from spark_bench.data import Sample, load_samples
 from spark_bench.data.truncation import truncate_middle
-from spark_bench.models import load_model_once
+from spark_bench.models import load_model_once, load_tokenizer
 from spark_bench.presses import build_press
 from spark_bench.results import Prediction, PredictionLog, Results, read_results, write_results
 from spark_bench.tracking import start_tracker
@@ -114,11 +114,14 @@ class RunLock:
 def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) -> Results:
     started_at = _now()
     _seed_everything(cfg.seed)
-    loaded = load_model_once(cfg.model)
+    # The data before the weights: an unreachable hub or a bad file fails in seconds, not after
+    # an 8B model has loaded (RULER fits its samples with the tokenizer, which loads alone).
+    tokenizer = load_tokenizer(cfg.model)
     try:
-        samples = load_samples(cfg.dataset, loaded.tokenizer, cfg.seed, cfg.max_samples)
+        samples = load_samples(cfg.dataset, tokenizer, cfg.seed, cfg.max_samples)
     except (ValueError, FileNotFoundError) as err:  # bad data files, a context too short: the input's fault
         raise ConfigError(str(err)) from err
+    loaded = load_model_once(cfg.model)
     press = build_press(cfg.press)
 
     predictions = PredictionLog(out_dir / paths.PREDICTIONS_FILE)
