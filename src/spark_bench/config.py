@@ -216,24 +216,46 @@ def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
     if dataset.name == "ruler":
         _check_ruler_source(dataset)
     data_dir = dataset.get("data_dir")
+    if dataset.name == "longbench" and data_dir is None:
+        _check_longbench_hub(dataset, tasks)
     if data_dir is None:
         return
     if not Path(data_dir).is_dir():
         raise ConfigError(f"dataset.data_dir={data_dir} is not a directory")
     if dataset.name == "longbench":
-        suffix = "_e" if dataset.get("longbench_e") else ""
+        configs = [longbench.config_name(t, dataset.get("longbench_e", False)) for t in tasks]
         missing = [
-            f"{t}{suffix}.jsonl" for t in tasks if not (Path(data_dir) / f"{t}{suffix}.jsonl").is_file()
+            f"{c}.jsonl"
+            for c in configs
+            if not ((Path(data_dir) / c).is_dir() or (Path(data_dir) / f"{c}.jsonl").is_file())
         ]
         if missing:
             raise ConfigError(
-                f"dataset.data_dir={data_dir} lacks {missing}: it must hold the official <task>.jsonl files"
+                f"dataset.data_dir={data_dir} lacks {missing}: it must hold the official <task>.jsonl files "
+                f"(data.zip) or a download of {longbench.HUB_ID} (a <task>/ folder of parquet files)"
             )
     elif dataset.name == "longbench_v2" and longbench_v2.find_data_file(data_dir) is None:
         raise ConfigError(
             f"dataset.data_dir={data_dir} holds none of {list(longbench_v2.DATA_FILES)}: "
             "it must hold the official release (data.json) or a jsonl/parquet copy of it"
         )
+
+
+def _check_longbench_hub(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
+    hub_id = dataset.get("hub_id")
+    if hub_id in longbench.SCRIPT_HUB_IDS:
+        raise ConfigError(
+            f"dataset.hub_id={hub_id} is a loading-script dataset, which datasets >= 4 refuses to run: "
+            f"use dataset.hub_id={longbench.HUB_ID} (the parquet copy the SparK paper reads, the default) "
+            "or dataset.data_dir=<the official data.zip, unzipped>"
+        )
+    if hub_id == longbench.HUB_ID:
+        absent = [t for t in tasks if t not in longbench.HUB_TASKS]
+        if absent:
+            raise ConfigError(
+                f"dataset.hub_id={hub_id} holds the 16 English tasks only, not {absent}: "
+                "set dataset.data_dir=<the official data.zip, unzipped> for them"
+            )
 
 
 def _check_ruler_source(dataset: DictConfig) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spark_bench.data import hub
 from spark_bench.data.sample import Sample
 
 
@@ -216,30 +217,49 @@ def build_prompt(name: str, record: Mapping[str, Any]) -> str:
     return task(name).prompt.format(**record)
 
 
-HUB_ID = "THUDM/LongBench"  # the official release; LongBench-E configs end in "_e"
-# The SparK paper's kvpress pipeline reads this copy: the official records of the 16 English
-# tasks (and their "_e" sets) with the prompt already cut into context / question /
-# answer_prefix (kvpress evaluation/benchmarks/longbench/create_huggingface_dataset.py). Joined,
-# the parts are the official prompt; its max_new_tokens column (official + 20) is not used.
-KVPRESS_HUB_ID = "Xnhyacinth/LongBench"
-HUB_IDS = (HUB_ID, KVPRESS_HUB_ID)
+# The source read from the hub: the SparK paper's pipeline (kvpress) reads this parquet copy of
+# the official release, which loads without remote code. THUDM/LongBench itself is a loading-script
+# dataset, which ``datasets`` >= 4 refuses. The copy holds the official records of the 16 English
+# tasks and their LongBench-E sets (kvpress evaluation/benchmarks/longbench/
+# create_huggingface_dataset.py), one folder per task (``<task>/test-*.parquet``), with the prompt
+# already cut into context / question / answer_prefix; joined, the parts are the official prompt
+# (``to_samples`` checks each record against it). Its max_new_tokens column (official + 20) is unused.
+HUB_ID = "Xnhyacinth/LongBench"
+HUB_TASKS = (
+    "narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique", "gov_report", "qmsum",
+    "multi_news", "trec", "triviaqa", "samsum", "passage_count", "passage_retrieval_en", "lcc", "repobench-p",
+)  # fmt: skip
+# Hub ids of the official release, whose loading script the pinned ``datasets`` will not run.
+SCRIPT_HUB_IDS = ("THUDM/LongBench", "zai-org/LongBench")
+HUB_SPLIT = "test"
 RECORD_FIELDS = ("input", "context", "answers")
 KVPRESS_FIELDS = ("context", "question", "answer_prefix", "answers")
+
+
+def config_name(name: str, longbench_e: bool = False) -> str:
+    """A task's file stem and hub folder: ``hotpotqa``, or ``hotpotqa_e`` for LongBench-E."""
+    task(name)
+    return f"{name}_e" if longbench_e else name
 
 
 def load_records(
     name: str, data_dir: str | None, longbench_e: bool = False, hub_id: str = HUB_ID
 ) -> list[dict[str, Any]]:
-    """The official records of one task: ``<data_dir>/<task>[_e].jsonl`` (the layout of the official
-    ``data.zip``) when ``data_dir`` is set, else ``hub_id``'s release through ``datasets``."""
-    task(name)
-    config = f"{name}_e" if longbench_e else name
-    if data_dir is None:
-        if hub_id not in HUB_IDS:
-            raise ValueError(f"dataset.hub_id={hub_id!r} is not one of {list(HUB_IDS)}")
-        from datasets import load_dataset
+    """The official records of one task, from ``data_dir`` when it is set, else ``hub_id``.
 
-        return list(load_dataset(hub_id, config, split="test"))
+    ``data_dir`` holds either the official ``<task>[_e].jsonl`` files (the layout of the official
+    ``data.zip``) or a download of the hub copy (``<task>[_e]/*.parquet``), which is read with the
+    same ``datasets`` call as the hub itself."""
+    config = config_name(name, longbench_e)
+    if data_dir is None or (Path(data_dir) / config).is_dir():
+        source, where = (
+            (hub_id, "dataset.hub_id") if data_dir is None else (str(data_dir), "dataset.data_dir")
+        )
+        hint = hub.fetch_hint(hub_id, "dataset.data_dir=<dir> (or unzip the official data.zip there)")
+        return hub.load_records(
+            source, f"LongBench task {config!r}", f"{where}={source}", hint if data_dir is None else "",
+            data_dir=config, split=HUB_SPLIT,
+        )  # fmt: skip
     path = Path(data_dir) / f"{config}.jsonl"
     if not path.is_file():
         raise FileNotFoundError(
@@ -275,8 +295,7 @@ def to_samples(name: str, records: list[dict[str, Any]], longbench_e: bool = Fal
     samples = []
     for index, record in enumerate(records):
         if "input" not in record and all(f in record for f in KVPRESS_FIELDS):
-            # kvpress's copy: the official prompt, already cut (see KVPRESS_HUB_ID)
-            head, tail = record["context"], record["question"] + record["answer_prefix"]
+            head, tail = resplit_hub_record(name, record)
         else:
             head, tail = split_prompt(name, record)
         classes = record.get("all_classes")
@@ -303,3 +322,30 @@ def split_prompt(name: str, record: Mapping[str, Any]) -> tuple[str, str]:
     template = task(name).prompt
     cut = template.index("{context}") + len("{context}")
     return template[:cut].format(**record), template[cut:].format(**record)
+
+
+def resplit_hub_record(name: str, record: Mapping[str, Any]) -> tuple[str, str]:
+    """A record of the hub copy as ``split_prompt`` cuts the official one.
+
+    The copy cuts its prompt where the question starts, so its context column ends with part of
+    the text the official template puts between ``{context}`` and ``{input}`` (the instruction
+    repeated after the document). That part is moved back to the question, so both sources give
+    the same samples, and the joined prompt is checked against the official template's fixed
+    beginning and end."""
+    template = task(name).prompt
+    before, after = template.split("{context}")
+    between = after.split("{input}")[0]
+    ending = after.rsplit("{input}", 1)[-1]
+    head, tail = record["context"], record["question"] + record["answer_prefix"]
+    if not (head.startswith(before) and (head + tail).endswith(ending)):
+        raise ValueError(
+            f"LongBench {name} record {record.get('_id')!r}: its prompt is not the official one "
+            f"(it should start {before[:40]!r} and end {ending[-40:]!r})"
+        )
+    for moved in range(min(len(between), len(head)), -1, -1):
+        if head.endswith(between[:moved]) and tail.startswith(between[moved:]):
+            return head[: len(head) - moved], head[len(head) - moved :] + tail
+    raise ValueError(
+        f"LongBench {name} record {record.get('_id')!r}: no cut of its prompt fits the official "
+        f"template around {between[:40]!r}"
+    )

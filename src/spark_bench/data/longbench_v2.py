@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spark_bench.data import hub
 from spark_bench.data.sample import Sample
 
 # prompts/0shot.txt, verbatim (no trailing newline).
@@ -100,9 +101,8 @@ def find_data_file(data_dir: str) -> Path | None:
 def load_records(data_dir: str | None) -> list[dict[str, Any]]:
     """All 503 records: the hub release through ``datasets``, or ``<data_dir>/data.json``."""
     if data_dir is None:
-        from datasets import load_dataset
-
-        return list(load_dataset(HUB_ID, split=HUB_SPLIT))
+        hint = hub.fetch_hint(HUB_ID, "dataset.data_dir=<dir>")
+        return hub.load_records(HUB_ID, "LongBench-v2", f"the hub ({HUB_ID})", hint, split=HUB_SPLIT)
     path = find_data_file(data_dir)
     if path is None:
         raise FileNotFoundError(f"LongBench-v2: dataset.data_dir={data_dir} holds none of {list(DATA_FILES)}")

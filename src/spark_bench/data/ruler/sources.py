@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from spark_bench.data import hub
 from spark_bench.data.sample import Sample
 
 HUB_ID = "simonjegou/ruler"
@@ -39,9 +40,11 @@ def family(task: str) -> str:
 
 
 def from_hub(context_length: int) -> list[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return list(load_dataset(HUB_ID, str(context_length), split="test"))
+    hint = hub.fetch_hint(HUB_ID, "dataset.source=local dataset.data_dir=<dir>")
+    what = f"RULER at dataset.context_length={context_length}"
+    return hub.load_records(
+        HUB_ID, what, f"dataset.source=hub ({HUB_ID})", hint, str(context_length), split="test"
+    )
 
 
 def from_local(data_dir: str, context_length: int, tasks: Iterable[str]) -> list[dict[str, Any]]:
