@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from spark_bench.report import main, markdown_tables
+from spark_bench.data import longbench
+from spark_bench.report import PAPER_NOTE, main, markdown_tables
 from spark_bench.results import load_results
 from spark_bench.runner import run
 
@@ -46,7 +47,16 @@ def test_the_newest_run_of_a_config_wins(make_config, tmp_path):
 
 
 def fake_results(
-    root, press, key_ratio, scores, kv_bytes, budget=None, ratio=0.5, finished="2026-11-25T10:00:00+00:00"
+    root,
+    press,
+    key_ratio,
+    scores,
+    kv_bytes,
+    budget=None,
+    ratio=0.5,
+    finished="2026-11-25T10:00:00+00:00",
+    config=None,
+    name=None,
 ):
     """A schema-1 results.json with chosen figures, as a finished run writes it."""
     from spark_bench.results import write_results
@@ -67,7 +77,7 @@ def fake_results(
         "started_at": finished,
         "finished_at": finished,
         "config_hash": f"{press}{key_ratio}{budget}",
-        "config": {"token_window": 64, "channel_window": 32, "compress_questions": True},
+        "config": config or {"token_window": 64, "channel_window": 32, "compress_questions": True},
     }
     results = {
         "schema": 1,
@@ -82,7 +92,7 @@ def fake_results(
         },
         "timing": {"prefill_s": 1.0, "decode_s": 1.0, "total_s": 2.0},
     }
-    path = root / f"{press}_{key_ratio}_{budget}" / "results.json"
+    path = root / (name or f"{press}_{key_ratio}_{budget}") / "results.json"
     path.parent.mkdir(parents=True)
     write_results(path, results)
 
@@ -183,3 +193,47 @@ def test_knobs_of_the_config_are_columns(tmp_path):
         and (frame["channel_window"] == 32).all()
         and frame["compress_questions"].all()
     )
+
+
+def test_the_report_prints_the_papers_value_beside_cells_of_its_config(tmp_path):
+    """The paper's LongBench averages at 128 tokens (Llama-3.1-8B-Instruct) appear beside a run of
+    the same config in the paper's setting, and beside nothing else."""
+    root = tmp_path / "results"
+    sixteen = {task: 30.0 for task in longbench.HUB_TASKS}
+    paper_setting = {"token_window": 64, "channel_window": 32, "compress_questions": True,
+                     "max_samples": None, "max_new_tokens": None}  # fmt: skip
+    fake_results(root, "snap_spark", 0.8, sixteen, 330, budget=128, config=paper_setting)
+    fake_results(
+        root, "snap_think", 0.8, {"qasper": 10.0, "trec": 12.0}, 500, budget=128, config=paper_setting
+    )
+    fake_results(
+        root, "snap_spark", 0.5, sixteen, 400, budget=128, config={**paper_setting, "token_window": 32}
+    )
+    fake_results(root, "snapkv", None, sixteen, 500, budget=128, config={**paper_setting, "max_samples": 20})
+    full = {**paper_setting, "token_window": None, "channel_window": None}
+    fake_results(
+        root, "no_press", None, {t: 45.0 for t in longbench.HUB_TASKS}, 1000, ratio=None, config=full
+    )
+    table = markdown_tables(load_results(root))
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert rows["| snap_spark (λ=0.8)"].endswith("| 30.00 (31.16) | 0.33 |")
+    assert "(" not in rows["| snap_spark (λ=0.8)"].split("| 30.00 (31.16)")[0].replace("(λ=0.8)", "")
+    assert rows["| no_press"].endswith("| 45.00 (44.27) | 1.00 |")
+    assert "(" not in rows["| snap_think (λ=0.8)"].replace(
+        "(λ=0.8)", ""
+    )  # two tasks: not the paper's average
+    assert "(" not in rows["| snap_spark (λ=0.5)"].replace("(λ=0.5)", "")  # another token window
+    assert "(" not in rows["| snapkv"]  # 20 samples per task
+    assert table.count(PAPER_NOTE) == 2  # under the two blocks holding a published value
+
+
+def test_published_numbers_name_valid_configs():
+    from spark_bench.paper import published
+    from tests.conftest import group_choices
+
+    frame = published()
+    assert len(frame) >= 6 and frame["source"].str.contains("2508.15212").all()
+    assert set(frame["press"]) <= set(group_choices("press")) and set(frame["model"]) <= set(
+        group_choices("model")
+    )
+    assert frame["score"].between(0, 100).all()

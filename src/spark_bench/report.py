@@ -22,21 +22,31 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from spark_bench.paper import attach_paper_scores
 from spark_bench.results import budget_label, load_results, paper_table
 
 REPORT_DIR = "report"
 MARKDOWN_FILE, CSV_FILE = "report.md", "results.csv"
 
 
+PAPER_NOTE = (
+    "In parentheses: the SparK paper's published score for the same config "
+    "(spark_bench/paper_results.csv; see docs/reproducing.md)."
+)
+
+
 def markdown_tables(frame: pd.DataFrame) -> str:
-    """The paper-layout tables, best average first within each block."""
+    """The paper-layout tables, best average first within each block; where the paper published
+    a score for a cell's config, it follows the measured one in parentheses."""
     if frame.empty:
         return "no results.json found\n"
     table = paper_table(frame)
+    published = paper_table(attach_paper_scores(frame), values="paper_score").reindex_like(table)
     tasks = [c for c in table.columns if c != "kv_ratio"]
     blocks = []
     for (model, dataset, budget), block in table.groupby(level=["model", "dataset", "budget"], sort=True):
         block = block.droplevel(["model", "dataset", "budget"]).dropna(axis=1, how="all")
+        paper = published.loc[(model, dataset, budget)]
         shown = [t for t in tasks if t in block.columns]
         lines = [
             f"### {model} · {dataset} · {budget}",
@@ -46,14 +56,17 @@ def markdown_tables(frame: pd.DataFrame) -> str:
         lines.append("|---" * (len(shown) + 2) + "|")
         order = block.sort_values("average", ascending=False) if "average" in block.columns else block
         for name, values in order.iterrows():
-            cells = [_cell(values[t]) for t in shown] + [_cell(values["kv_ratio"])]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            cells = [_cell(values[t], paper.at[name, t] if t in paper.columns else None) for t in shown]
+            lines.append(f"| {name} | " + " | ".join([*cells, _cell(values["kv_ratio"])]) + " |")
+        if paper.drop(columns="kv_ratio").notna().any().any():
+            lines += ["", PAPER_NOTE]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
-def _cell(value: float) -> str:
-    return "–" if pd.isna(value) else f"{value:.2f}"
+def _cell(value: float, paper: float | None = None) -> str:
+    measured = "–" if pd.isna(value) else f"{value:.2f}"
+    return measured if paper is None or pd.isna(paper) else f"{measured} ({paper:.2f})"
 
 
 def plot_key_ratio_curves(frame: pd.DataFrame, path: Path, title: str) -> None:

@@ -201,12 +201,13 @@ def press_label(row: Mapping[str, Any]) -> str:
     return row["press"] if not _present(row["key_ratio"]) else f"{row['press']} (λ={row['key_ratio']:g})"
 
 
-def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
+def paper_table(frame: pd.DataFrame, values: str = "score") -> pd.DataFrame:
     """The paper's layout: one row per (model, dataset, budget, press with key ratio), one
-    column per task, ``average`` last, plus ``kv_ratio`` (KV bytes held / dense)."""
+    column per task, ``average`` last, plus ``kv_ratio`` (KV bytes held / dense). ``values``
+    picks the column shown per task (``paper_score`` for the published ones)."""
     labelled = frame.assign(budget=frame.apply(budget_label, axis=1), row=frame.apply(press_label, axis=1))
     index = ["model", "dataset", "budget", "row"]
-    table = labelled.pivot_table(index=index, columns="task", values="score", aggfunc="first")
+    table = labelled.pivot_table(index=index, columns="task", values=values, aggfunc="first")
     tasks = [c for c in table.columns if c != "average"] + (["average"] if "average" in table.columns else [])
     memory = labelled.groupby(index)[["kv_cache_bytes", "kv_cache_dense_bytes"]].first()
     table = table[tasks].assign(kv_ratio=memory["kv_cache_bytes"] / memory["kv_cache_dense_bytes"])
