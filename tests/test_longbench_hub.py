@@ -202,6 +202,7 @@ def test_run_py_says_an_unreachable_hub_in_one_line(tmp_path):
     [
         (["dataset.hub_id=THUDM/LongBench"], "dataset.hub_id=THUDM/LongBench is a loading-script dataset"),
         (["dataset.tasks=[hotpotqa,dureader]"], "holds the 16 English tasks only, not ['dureader']"),
+        (["dataset.longbench_e=true"], "LongBench-E has no set for ['narrativeqa', 'musique', 'qmsum']"),
     ],
 )
 def test_hub_sources_that_cannot_serve_the_run_fail_at_the_config_check(overrides, message):

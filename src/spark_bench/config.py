@@ -216,6 +216,13 @@ def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
     if dataset.name == "ruler":
         _check_ruler_source(dataset)
     data_dir = dataset.get("data_dir")
+    if dataset.name == "longbench" and dataset.get("longbench_e"):
+        absent = [t for t in tasks if t not in longbench.LONGBENCH_E_TASKS]
+        if absent:
+            raise ConfigError(
+                f"dataset.longbench_e=true: LongBench-E has no set for {absent}; "
+                f"use dataset.tasks=[{','.join(longbench.LONGBENCH_E_TASKS)}] or a part of it"
+            )
     if dataset.name == "longbench" and data_dir is None:
         _check_longbench_hub(dataset, tasks)
     if data_dir is None:
