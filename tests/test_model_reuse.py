@@ -5,6 +5,7 @@ from __future__ import annotations
 from spark_bench import models
 from spark_bench.runner import run
 from tests.conftest import compose_config, read_jsonl
+from tests.test_runner import run_py
 
 
 def test_the_same_model_is_loaded_once_and_another_replaces_it():
@@ -48,3 +49,17 @@ def test_a_press_that_switches_attention_leaves_the_next_job_a_model_as_loaded(m
     assert loaded.model.config._attn_implementation == after.model.attn_implementation
     run(after)
     assert _answers(tmp_path / "after") == _answers(tmp_path / "alone")
+
+
+def test_in_one_multirun_snapkv_after_pyramidkv_answers_as_snapkv_alone(tmp_path):
+    common = ["model=tiny-llama", "logger=none", "max_samples=2", "max_new_tokens=4",
+              "dataset.context_length=512", "compression_ratio=0.5"]  # fmt: skip
+    multirun = run_py("-m", *common, "press=pyramidkv,snapkv", f"paths.results_root={tmp_path / 'both'}",
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
+    assert multirun.returncode == 0, multirun.stderr[-2000:]
+    alone = run_py(*common, "press=snapkv", f"paths.results_root={tmp_path / 'alone'}",
+                   f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    (second_job_log,) = (tmp_path / "sweep" / "1").glob("*.log")
+    assert "model attention back to sdpa" in second_job_log.read_text()
+    assert _answers(tmp_path / "both" / "ruler" / "tiny-llama" / "snapkv") == _answers(tmp_path / "alone")
