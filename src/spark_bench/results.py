@@ -1,4 +1,4 @@
-"""The results files of a run, schema 1 (DESIGN.md): the only writer and reader of them.
+"""The results files of a run, schema 1 (README, "Where results go"): the only writer and reader of them.
 
 - ``predictions.jsonl``: one JSON object per answered sample, appended and flushed as each
   answer is made, so a killed run keeps every finished sample and continues from there.

@@ -3,17 +3,17 @@
 After a token press has chosen which tokens stay, SparK prunes, per token and KV head, the
 ``floor(λ·D)`` key channels whose saliency ``k² · s`` is lowest, where ``s`` is the L2 norm over
 the observation window of the group-averaged (post-RoPE) queries; pruned entries are then
-recovered so that attention scores keep most of their mass (``shared/SPARK.md``).
+recovered so that attention scores keep most of their mass.
 
 Deviations from the reference code (Xnhyacinth/SparK), each to follow the paper:
 - ``recovery="none"`` zero-fills; the reference's default runs a grouped mean recovery that
-  treats λ as a keep count (SPARK.md 1).
-- ``floor(λ·D) = 0`` prunes no channel; the reference's ``[-0:]`` slice prunes all (2).
+  treats λ as a keep count.
+- ``floor(λ·D) = 0`` prunes no channel; the reference's ``[-0:]`` slice prunes all.
 - Prompts shorter than the window use the whole prompt; channels with ``s = 0`` recover to 0
-  instead of inf/NaN (4). Window queries go through the model's query norm (Qwen3) (5).
+  instead of inf/NaN. Window queries go through the model's query norm (Qwen3).
 - The pruned set and the mean over it are the same ``floor(λ·D)`` channels: ties in saliency
-  prune the lower channel index first (the reference mixes argsort and a strict ``<``) (6).
-- Sampling recoveries take a seeded generator and index per token correctly (8).
+  prune the lower channel index first (the reference mixes argsort and a strict ``<``).
+- Sampling recoveries take a seeded generator and index per token correctly.
 
 The variants the paper does not run follow the reference's arithmetic: the sampling recoveries
 replace draws above the selection threshold by ``a_t`` (its "up" modes, which clamp to the
@@ -113,7 +113,7 @@ def adaptive_pruned_count(saliency: torch.Tensor) -> torch.Tensor:
 
 
 def channel_saliency(keys: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Steps 2-4 of SPARK.md: ``s`` [b, h, 1, D] and the saliency ``k²·s`` (float32)."""
+    """The query statistic and saliency: ``s`` [b, h, 1, D] and the saliency ``k²·s`` (float32)."""
     s = query_channel_norm(queries, keys.shape[1]).unsqueeze(2)
     return s, keys.float().pow(2) * s
 
@@ -121,7 +121,8 @@ def channel_saliency(keys: torch.Tensor, queries: torch.Tensor) -> tuple[torch.T
 def select_channels(
     keys: torch.Tensor, queries: torch.Tensor, key_ratio: float, adaptive: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Steps 2-5 of SPARK.md: ``s`` [b, h, 1, D], saliency ``k²·s`` and the pruned mask (float32)."""
+    """Statistic, saliency and selection: ``s`` [b, h, 1, D], saliency ``k²·s`` and the pruned
+    mask (float32)."""
     s, saliency = channel_saliency(keys, queries)
     n_pruned = adaptive_pruned_count(saliency) if adaptive else math.floor(key_ratio * keys.shape[-1])
     return s, saliency, pruned_mask(saliency, n_pruned)
@@ -161,7 +162,7 @@ def sparsify_keys(
     """SparK on one layer: keys ``[b, kv_heads, t, D]``, window queries ``[b, q_heads, w, D]``
     (post-RoPE). Returns a tensor shaped like ``keys`` whose pruned entries hold the recovered
     values (zeros for ``recovery="none"``). ``adaptive`` picks each token's channel count from
-    its saliency (SPARK.md variants) instead of ``key_ratio``."""
+    its saliency (a variant of the reference code) instead of ``key_ratio``."""
     _check(key_ratio, recovery)
     if keys.dim() != 4 or queries.dim() != 4 or keys.shape[-1] != queries.shape[-1]:
         raise ValueError(
@@ -229,8 +230,9 @@ def select_values(values: torch.Tensor, value_ratio: float) -> tuple[torch.Tenso
 
 
 def prune_values(values: torch.Tensor, value_ratio: float) -> torch.Tensor:
-    """Value pruning (SPARK.md variants, off in the paper): per token, ``floor(ρ·D)`` channels take
-    the signed mean of the token's pruned values (see ``select_values``)."""
+    """Value pruning (a variant of the reference code, off in the paper): per token,
+    ``floor(ρ·D)`` channels take the signed mean of the token's pruned values (see
+    ``select_values``)."""
     if math.floor(value_ratio * values.shape[-1]) == 0:
         return values
     kept, fill = select_values(values, value_ratio)
