@@ -51,10 +51,8 @@ def test_dry_run_of_the_paper_grid_lists_the_reference_windows(tmp_path):
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("todo", "done"))]
     assert len(lines) == 56
     for press in ("snapkv", "pyramidkv"):
-        assert any(f"{press}-llama3.1-8b-longbench-budget128_tw64_" in line for line in lines)
-    assert any(
-        "snap_spark-llama3.1-8b-longbench-budget128_kr0.8_recmean_tw64_cw32_" in line for line in lines
-    )
+        assert any(f"/llama3.1-8b/{press}/budget128_tw64_" in line for line in lines)
+    assert any("/llama3.1-8b/snap_spark/budget128_kr0.8_vr0.0_recmean_tw64_cw32_" in line for line in lines)
     assert not any("_w32" in line or "tw32" in line for line in lines)
 
 
