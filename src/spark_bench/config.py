@@ -231,11 +231,8 @@ def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
         raise ConfigError(f"dataset.data_dir={data_dir} is not a directory")
     if dataset.name == "longbench":
         configs = [longbench.config_name(t, dataset.get("longbench_e", False)) for t in tasks]
-        missing = [
-            f"{c}.jsonl"
-            for c in configs
-            if not ((Path(data_dir) / c).is_dir() or (Path(data_dir) / f"{c}.jsonl").is_file())
-        ]
+        held = {c: longbench.local_files(data_dir, c) for c in configs}
+        missing = [file.name for folder, file in held.values() if not (folder.is_dir() or file.is_file())]
         if missing:
             raise ConfigError(
                 f"dataset.data_dir={data_dir} lacks {missing}: it must hold the official <task>.jsonl files "

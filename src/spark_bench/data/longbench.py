@@ -242,6 +242,12 @@ def config_name(name: str, longbench_e: bool = False) -> str:
     return f"{name}_e" if longbench_e else name
 
 
+def local_files(data_dir: str | Path, config: str) -> tuple[Path, Path]:
+    """Where ``data_dir`` may hold a task: a folder of the hub copy's parquet files, or the
+    official ``<config>.jsonl``."""
+    return Path(data_dir) / config, Path(data_dir) / f"{config}.jsonl"
+
+
 def load_records(
     name: str, data_dir: str | None, longbench_e: bool = False, hub_id: str = HUB_ID
 ) -> list[dict[str, Any]]:
@@ -251,16 +257,17 @@ def load_records(
     ``data.zip``) or a download of the hub copy (``<task>[_e]/*.parquet``), which is read with the
     same ``datasets`` call as the hub itself."""
     config = config_name(name, longbench_e)
-    if data_dir is None or (Path(data_dir) / config).is_dir():
-        source, where = (
-            (hub_id, "dataset.hub_id") if data_dir is None else (str(data_dir), "dataset.data_dir")
-        )
+    what = f"LongBench task {config!r}"
+    if data_dir is None:
         hint = hub.fetch_hint(hub_id, "dataset.data_dir=<dir> (or unzip the official data.zip there)")
         return hub.load_records(
-            source, f"LongBench task {config!r}", f"{where}={source}", hint if data_dir is None else "",
-            data_dir=config, split=HUB_SPLIT,
-        )  # fmt: skip
-    path = Path(data_dir) / f"{config}.jsonl"
+            hub_id, what, f"dataset.hub_id={hub_id}", hint, data_dir=config, split=HUB_SPLIT
+        )
+    folder, path = local_files(data_dir, config)
+    if folder.is_dir():
+        return hub.load_records(
+            str(data_dir), what, f"dataset.data_dir={data_dir}", "", data_dir=config, split=HUB_SPLIT
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"LongBench task {config!r}: {path} does not exist (dataset.data_dir={data_dir})"
