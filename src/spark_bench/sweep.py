@@ -47,9 +47,12 @@ def in_multirun() -> bool:
     return _hydra() is not None
 
 
-def record_job(status: str, run_dir: Path | None = None, error: BaseException | None = None) -> None:
+def record_job(
+    status: str, run_dir: Path | None = None, error: BaseException | None = None, note: str | None = None
+) -> None:
     """Append this job's outcome to its sweep's ``jobs.jsonl`` (one short O_APPEND write, so
-    concurrent SLURM jobs on a shared filesystem do not interleave lines)."""
+    concurrent SLURM jobs on a shared filesystem do not interleave lines); ``note`` says more
+    (e.g. why a point was skipped)."""
     if status not in STATUSES:
         raise ValueError(f"job status {status!r} is not one of {list(STATUSES)}")
     hydra_cfg = _hydra()
@@ -64,6 +67,8 @@ def record_job(status: str, run_dir: Path | None = None, error: BaseException | 
         "log": str(output_dir / f"{hydra_cfg.job.name}.log"),
         "error": None if error is None else f"{type(error).__name__}: {error}",
     }
+    if note is not None:
+        entry["note"] = note
     if error is not None and not isinstance(error, ValueError):  # a bug, not bad input: keep its trace
         entry["traceback"] = "".join(traceback.format_exception(error))[-4000:]
     line = (json.dumps(entry) + "\n").encode()
