@@ -92,3 +92,22 @@ def test_the_kernel_runs_this_interpreter(kernel_env):
     from jupyter_client.kernelspec import KernelSpecManager
 
     assert KernelSpecManager().get_kernel_spec("python3").argv[0] == sys.executable
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebooks_keep_runs_that_differ_in_a_knob_apart(name, kernel_env, monkeypatch):
+    """RULER at 4k and 128k, and 4k with recovery=none: three numbers, never their mean."""
+    from tests.test_comparisons import write_run
+
+    root = kernel_env / "results"
+    write_run(root, "4k", 95.0)
+    write_run(root, "128k", 40.0, {"dataset.context_length": 131072})
+    write_run(root, "none", 60.0, {"recovery": "none", "press.recovery": "none"})
+    text, every = outputs(execute(name, root, monkeypatch))
+    assert not [out for out in every if out.output_type == "error"]
+    assert "95.0" in text and "40.0" in text and "60.0" in text
+    assert "65.0" not in text and "67.5" not in text and "77.5" not in text  # no mean of two or three
+    assert "context_length=131072" in text
+    if name != "memory_accuracy":  # its table names runs by row: the recovery is in it
+        pngs = [out for out in every if "image/png" in out.get("data", {})]
+        assert len(pngs) == (2 if name == "ratio_curves" else 0)  # one plot per context length

@@ -165,7 +165,7 @@ def test_paper_table_and_relative_scores(tmp_path):
     golden_tree(root)
     frame = load_results(root)
     table = paper_table(frame)
-    row = table.loc[("llama3.1-8b", "longbench", "compression_ratio=0.5", "snap_spark (λ=0.8)")]
+    row = table.loc[("llama3.1-8b", "longbench", "compression_ratio=0.5", "", "snap_spark (λ=0.8)")]
     assert list(table.columns) == ["qasper", "trec", "average", "kv_ratio"]
     assert row["average"] == 46.62 and row["kv_ratio"] == 0.33
     relative = relative_scores(frame, baseline="snapkv")
@@ -216,13 +216,16 @@ def test_the_report_prints_the_papers_value_beside_cells_of_its_config(tmp_path)
     )
     table = markdown_tables(load_results(root))
     rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
-    assert rows["| snap_spark (λ=0.8)"].endswith("| 30.00 (31.16) | 0.33 |")
-    assert "(" not in rows["| snap_spark (λ=0.8)"].split("| 30.00 (31.16)")[0].replace("(λ=0.8)", "")
+    spark = "| snap_spark (λ=0.8, token_window=64)"  # the token window separates it from λ=0.5
+    assert rows[spark].endswith("| 30.00 (31.16) | 0.33 |")
+    assert "(" not in rows[spark].split("| 30.00 (31.16)")[0].replace("(λ=0.8, token_window=64)", "")
     assert rows["| no_press"].endswith("| 45.00 (44.27) | 1.00 |")
-    assert "(" not in rows["| snap_think (λ=0.8)"].replace(
-        "(λ=0.8)", ""
+    think = "| snap_think (λ=0.8, token_window=64)"
+    assert "(" not in rows[think].replace(
+        "(λ=0.8, token_window=64)", ""
     )  # two tasks: not the paper's average
-    assert "(" not in rows["| snap_spark (λ=0.5)"].replace("(λ=0.5)", "")  # another token window
+    other_window = "| snap_spark (λ=0.5, token_window=32)"
+    assert "(" not in rows[other_window].replace("(λ=0.5, token_window=32)", "")
     assert "(" not in rows["| snapkv"]  # 20 samples per task
     assert table.count(PAPER_NOTE) == 2  # under the two blocks holding a published value
 

@@ -22,11 +22,27 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from spark_bench.labels import label_runs
 from spark_bench.paper import attach_paper_scores
-from spark_bench.results import budget_label, load_results, paper_table
+from spark_bench.results import atomic_output, load_results, paper_table
 
 REPORT_DIR = "report"
 MARKDOWN_FILE, CSV_FILE = "report.md", "results.csv"
+BLOCK_LEVELS = ["model", "dataset", "budget", "setting"]  # one table each
+# Provenance columns of load_results whose mixing within one table is worth a warning.
+VERSION_COLUMNS = {
+    "code_version": "code versions",
+    "torch_version": "torch versions",
+    "transformers_version": "transformers versions",
+    "kvpress_version": "kvpress versions",
+}
+UNRECORDED = "unrecorded"
+MIXED_HINT = {
+    True: "Rows may differ by code, not by press: `rerun=stale` runs the older points again.",
+    False: "Rows may differ by library, not by press.",
+}
+SUPERSEDED_NOTE = "Older results of a config shown above (its newest is shown), not used:"
+SKIPPED_NOTE = "Skipped, not a complete results.json (half-written, damaged or another schema):"
 
 
 PAPER_NOTE = (
@@ -37,19 +53,22 @@ PAPER_NOTE = (
 
 def markdown_tables(frame: pd.DataFrame) -> str:
     """The paper-layout tables, best average first within each block; where the paper published
-    a score for a cell's config, it follows the measured one in parentheses."""
+    a score for a cell's config, it follows the measured one in parentheses. A block whose runs
+    were made by different code or library versions says so under its table; results left out
+    (superseded by a newer one of their config, or unreadable) are listed at the end."""
     if frame.empty:
-        return "no results.json found\n"
+        return "no results.json found\n" + _left_out(frame)
+    labelled = label_runs(frame)
     table = paper_table(frame)
     published = paper_table(attach_paper_scores(frame), values="paper_score").reindex_like(table)
     tasks = [c for c in table.columns if c != "kv_ratio"]
     blocks = []
-    for (model, dataset, budget), block in table.groupby(level=["model", "dataset", "budget"], sort=True):
-        block = block.droplevel(["model", "dataset", "budget"]).dropna(axis=1, how="all")
-        paper = published.loc[(model, dataset, budget)]
+    for key, block in table.groupby(level=BLOCK_LEVELS, sort=True):
+        block = block.droplevel(BLOCK_LEVELS).dropna(axis=1, how="all")
+        paper = published.loc[key]
         shown = [t for t in tasks if t in block.columns]
         lines = [
-            f"### {model} · {dataset} · {budget}",
+            f"### {' · '.join(part for part in key if part)}",
             "",
             "| press | " + " | ".join([*shown, "KV / dense"]) + " |",
         ]
@@ -60,8 +79,37 @@ def markdown_tables(frame: pd.DataFrame) -> str:
             lines.append(f"| {name} | " + " | ".join([*cells, _cell(values["kv_ratio"])]) + " |")
         if paper.drop(columns="kv_ratio").notna().any().any():
             lines += ["", PAPER_NOTE]
+        runs = labelled[(labelled[BLOCK_LEVELS] == pd.Series(key, index=BLOCK_LEVELS)).all(axis=1)]
+        lines += [f"\n{note}" for note in mixed_versions(runs)]
         blocks.append("\n".join(lines))
-    return "\n\n".join(blocks) + "\n"
+    return "\n\n".join(blocks) + "\n" + _left_out(frame)
+
+
+def mixed_versions(runs: pd.DataFrame) -> list[str]:
+    """One warning per provenance column (code version, library versions) that differs among
+    ``runs``, with how many runs each value has; none when they agree."""
+    notes = []
+    per_run = runs.drop_duplicates("path")
+    for column, what in VERSION_COLUMNS.items():
+        if column not in per_run.columns:
+            continue
+        counts = per_run[column].fillna(UNRECORDED).value_counts(sort=False).sort_index()
+        if len(counts) > 1:
+            found = ", ".join(f"{value} ({count} run{'s' * (count > 1)})" for value, count in counts.items())
+            notes.append(f"**Mixed {what}:** {found}. {MIXED_HINT[column == 'code_version']}")
+    return notes
+
+
+def _left_out(frame: pd.DataFrame) -> str:
+    """The results.json files the tables leave out, and why."""
+    lines = []
+    for reason, paths in (
+        (SUPERSEDED_NOTE, frame.attrs.get("superseded", [])),
+        (SKIPPED_NOTE, frame.attrs.get("skipped", [])),
+    ):
+        if paths:
+            lines += ["", reason, *(f"- `{path}`" for path in paths)]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def _cell(value: float, paper: float | None = None) -> str:
@@ -70,26 +118,39 @@ def _cell(value: float, paper: float | None = None) -> str:
 
 
 def plot_key_ratio_curves(frame: pd.DataFrame, path: Path, title: str) -> None:
-    """Average score against key ratio λ, one line per press and budget."""
+    """Average score against key ratio λ, one line per press (with any press knob that
+    separates runs), budget and setting (``labels.label_runs``)."""
     import matplotlib.pyplot as plt
 
-    averages = frame[frame["task"] == "average"].assign(budget=lambda f: f.apply(budget_label, axis=1))
+    averages = _labelled(frame[frame["task"] == "average"])
     fig, ax = plt.subplots(figsize=(6, 4))
+    lines = ["series", "budget", "setting"]
     pruned = averages[averages["key_ratio"].notna()]
-    for (press, budget), group in pruned.groupby(["press", "budget"], sort=True):
+    for key, group in pruned.groupby(lines, sort=True):
         group = group.sort_values("key_ratio")
-        ax.plot(group["key_ratio"], group["score"], marker="o", label=f"{press} · {budget}")
-    for (press, budget), group in averages[averages["key_ratio"].isna()].groupby(
-        ["press", "budget"], sort=True
-    ):
-        ax.axhline(
-            group["score"].iloc[0], linestyle="--", linewidth=1, label=f"{press} · {budget}", color="grey"
-        )
+        ax.plot(group["key_ratio"], group["score"], marker="o", label=_legend(key))
+    for key, group in averages[averages["key_ratio"].isna()].groupby(lines, sort=True):
+        ax.axhline(group["score"].iloc[0], linestyle="--", linewidth=1, label=_legend(key), color="grey")
     ax.set(xlabel="key ratio λ (fraction of key channels pruned)", ylabel="average score", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    _save(fig, path)
+
+
+def _labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame if "series" in frame.columns else label_runs(frame)
+
+
+def _legend(key: tuple[str, ...]) -> str:
+    return " · ".join(part for part in key if part)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -105,41 +166,47 @@ def pareto_front(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_memory_pareto(frame: pd.DataFrame, path: Path, title: str) -> None:
-    """Average score against the KV bytes held, every run a point, the Pareto front drawn."""
+    """Average score against the KV bytes held, every run a point, the Pareto front of each
+    setting (``labels.label_runs``) drawn: runs of different settings do not compete."""
     import matplotlib.pyplot as plt
 
-    averages = frame[frame["task"] == "average"]
+    averages = _labelled(frame[frame["task"] == "average"])
     fig, ax = plt.subplots(figsize=(6, 4))
     for press, group in averages.groupby("press", sort=True):
         ax.scatter(group["kv_cache_bytes"] / 2**20, group["score"], label=press, s=24)
-    front = pareto_front(averages)
-    ax.plot(front["kv_cache_bytes"] / 2**20, front["score"], color="black", linewidth=1, label="Pareto front")
+    for setting, group in averages.groupby("setting", sort=True):
+        front = pareto_front(group)
+        label = f"Pareto front · {setting}" if setting else "Pareto front"
+        ax.plot(front["kv_cache_bytes"] / 2**20, front["score"], color="black", linewidth=1, label=label)
     ax.set(xlabel="KV cache held (MiB, mean per prefill)", ylabel="average score", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _slug(*parts: str) -> str:
-    return "_".join(re.sub(r"[^A-Za-z0-9.-]+", "-", part) for part in parts)
+    return "_".join(re.sub(r"[^A-Za-z0-9._=-]+", "-", part) for part in parts if part)
 
 
 def write_report(frame: pd.DataFrame, out: Path) -> list[Path]:
-    """Write the markdown, the CSV and the plots into ``out``; return the files written."""
+    """Write the markdown, the CSV and the plots (one pair per model, dataset and setting) into
+    ``out``, each file atomically; return the files written."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on clusters
-    out.mkdir(parents=True, exist_ok=True)
     written = [out / MARKDOWN_FILE, out / CSV_FILE]
-    written[0].write_text(markdown_tables(frame))
-    frame.to_csv(written[1], index=False)
-    groups = list(frame.groupby(["model", "dataset"], sort=True)) if not frame.empty else []
-    for (model, dataset), group in tqdm(groups, desc="plots", unit="plot", disable=not sys.stderr.isatty()):
-        title = f"{model} · {dataset}"
-        curves = out / f"score_vs_key_ratio_{_slug(model, dataset)}.png"
-        pareto = out / f"score_vs_kv_bytes_{_slug(model, dataset)}.png"
+    with atomic_output(written[0]) as tmp:
+        tmp.write_text(markdown_tables(frame))
+    with atomic_output(written[1]) as tmp:
+        frame.to_csv(tmp, index=False)
+    labelled = label_runs(frame)
+    keys = ["model", "dataset", "setting"]
+    groups = list(labelled.groupby(keys, sort=True)) if not frame.empty else []
+    for key, group in tqdm(groups, desc="plots", unit="plot", disable=not sys.stderr.isatty()):
+        title = _legend(key)
+        curves = out / f"score_vs_key_ratio_{_slug(*key)}.png"
+        pareto = out / f"score_vs_kv_bytes_{_slug(*key)}.png"
         plot_key_ratio_curves(group, curves, title)
         plot_memory_pareto(group, pareto, title)
         written += [curves, pareto]

@@ -8,13 +8,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
+
+# budget_label and press_label are read from here by notebooks written before labels.py.
+from spark_bench.labels import budget_label as budget_label
+from spark_bench.labels import label_runs
+from spark_bench.labels import press_label as press_label
+from spark_bench.provenance import FRAME_COLUMNS, result_code_version
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +67,33 @@ class TimingBlock(TypedDict):
     total_s: float  # wall time of the sample loop of this process
 
 
+class GitBlock(TypedDict):
+    sha: str | None  # the commit of the spark_bench checkout; null for an installed package
+    dirty: bool | None  # the checkout's code (src, conf, sweeps, run.py, pyproject.toml) differs from it
+    diff_sha256: str | None  # of that difference (tracked diff and untracked files), null when clean
+
+
+class DeviceBlock(TypedDict, total=False):
+    type: str  # "cuda" or "cpu"
+    cpu: str  # CPU model
+    cpu_count: int
+    gpu: str  # GPU name, on CUDA only (as gpu_count, cuda, driver)
+    gpu_count: int
+    cuda: str | None  # the CUDA version torch was built with
+    driver: str | None  # the NVIDIA driver version
+
+
+class ProvenanceBlock(TypedDict):
+    code_version: str  # "<sha12>", "<sha12>+dirty.<diff12>" or "spark_bench <version>"
+    git: GitBlock
+    versions: dict[str, str | None]  # python, torch, transformers, kvpress, datasets, spark_bench
+    device: DeviceBlock
+    dtype: str | None  # of the model as loaded
+    attn_implementation: str | None  # of the model as loaded
+    host: str
+    slurm: dict[str, str] | None  # job_id, array_job_id, array_task_id, cluster, node; null outside SLURM
+
+
 class Results(TypedDict):
     schema: int
     run: RunBlock
@@ -69,6 +103,7 @@ class Results(TypedDict):
     breakdown: dict[str, dict[str, float | None]]
     memory: MemoryBlock
     timing: TimingBlock
+    provenance: ProvenanceBlock  # added within schema 1: absent from files written before it
 
 
 class Prediction(TypedDict, total=False):
@@ -85,20 +120,39 @@ class Prediction(TypedDict, total=False):
     error: str  # only on a sample that raised (its prediction is "", its score 0); retried on resume
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so that ``path`` holds either its old content or the complete new one."""
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) to write to; once the block has written it
+    whole, it is synced and renamed over ``path``, so ``path`` only ever holds its old content
+    or the complete new one. On an error the temporary file goes and ``path`` is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-            handle.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, _DEFAULT_MODE & ~_umask())  # mkstemp's 0600 would hide results from the group
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_DEFAULT_MODE = 0o666  # what open() creates a file with, before the umask
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that ``path`` holds either its old content or the complete new one."""
+    with atomic_output(path) as tmp, open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
 
 
 def write_results(path: Path, results: Results) -> None:
@@ -160,76 +214,144 @@ RUN_COLUMNS = (
     "model", "press", "dataset", "compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery",
     "seed", "n_samples", "config_hash", "finished_at",
 )  # fmt: skip
+# The index of the paper-layout table: one block per model, dataset, budget and setting.
+TABLE_INDEX = ["model", "dataset", "budget", "setting", "row"]
+# What a complete results.json holds, block by block (a half-written or foreign file lacks some).
+REQUIRED = {
+    "run": RUN_COLUMNS,
+    "scores": (),
+    "memory": ("kv_cache_bytes", "kv_cache_dense_bytes"),
+    "timing": (),
+}
 
 
 def load_results(root: str | Path) -> pd.DataFrame:
     """Every ``results.json`` under ``root`` as a tidy frame: one row per run and task (the
     ``average`` included as a task). Columns: the run block's knobs, every scalar knob of the
     resolved config (``token_window``, ``compress_questions``, ...; ``context_length`` for RULER),
-    memory and timing, and ``path``. Where several runs share a config hash, the newest
-    (``finished_at``) wins."""
+    every field of its nested blocks as a dotted column (``model.dtype``, ``dataset.tasks``,
+    ``press.press.window_size``), memory and timing, provenance (``code_version``,
+    ``<library>_version``, ``device``, ``slurm_job_id``) and ``path``.
+
+    Where several results share a config (``previous/`` after a rerun, a copied tree), the
+    newest (``finished_at``) is kept and the others are listed in ``frame.attrs["superseded"]``;
+    a file that is not a complete results.json (half-written, damaged, another schema) is
+    skipped with a warning naming it and listed in ``frame.attrs["skipped"]``."""
     import pandas as pd
 
-    rows = []
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for path in sorted(Path(root).rglob(RESULTS_NAME)):
-        results = read_results(path)
-        run = {k: results["run"][k] for k in RUN_COLUMNS}
-        config = results["run"].get("config", {})
-        knobs = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k not in run}
-        if "context_length" in config.get("dataset", {}):
-            knobs["context_length"] = config["dataset"]["context_length"]
-        extra = {**knobs, **results["memory"], **results["timing"], "path": str(path.parent)}
-        rows += [{**run, "task": task, "score": score, **extra} for task, score in results["scores"].items()]
+        try:
+            rows += _frame_rows(path, read_results(path))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            log.warning("skipped %s: not a complete results.json (%s)", path, err)
+            skipped.append(str(path))
     frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    newest = frame.groupby("config_hash")["finished_at"].transform("max")
-    return frame[frame["finished_at"] == newest].reset_index(drop=True)
+    superseded: list[str] = []
+    if not frame.empty:
+        runs = frame.drop_duplicates("path").sort_values(["finished_at", "path"])
+        newest = runs.groupby("config_hash")["path"].last()
+        superseded = sorted(set(runs["path"]) - set(newest))
+        if superseded:
+            log.info(
+                "%d older result(s) of a config superseded by its newest: %s", len(superseded), superseded
+            )
+        frame = frame[frame["path"].isin(set(newest))].reset_index(drop=True)
+    frame.attrs.update(skipped=skipped, superseded=superseded)
+    return frame
 
 
-def budget_label(row: Mapping[str, Any]) -> str:
-    """How many tokens a run keeps, as the paper's tables head their blocks."""
-    if _present(row["kv_budget"]):
-        return f"kv_budget={int(row['kv_budget'])}"
-    if _present(row["compression_ratio"]):
-        return f"compression_ratio={row['compression_ratio']:g}"
-    return "full cache"
+def _frame_rows(path: Path, results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The frame's rows of one results.json, after checking that it is complete."""
+    for block, keys in REQUIRED.items():
+        missing = [k for k in keys if k not in results[block]]
+        if missing:
+            raise KeyError(f"its {block} block lacks {missing}")
+    if not results["scores"] or not all(isinstance(v, (int, float)) for v in results["scores"].values()):
+        raise ValueError(f"its scores are not numbers per task: {results['scores']!r}")
+    run = {k: results["run"][k] for k in RUN_COLUMNS}
+    config = results["run"].get("config", {})
+    knobs = {k: v for k, v in config.items() if not isinstance(v, (dict, list)) and k not in run}
+    if "context_length" in config.get("dataset", {}):
+        knobs["context_length"] = config["dataset"]["context_length"]
+    nested = {k: v for k, v in config.items() if isinstance(v, dict)}
+    extra = {
+        **knobs,
+        **_flatten(nested),
+        **results["memory"],
+        **results["timing"],
+        **_provenance_columns(results.get("provenance") or {}, results["run"]),
+        "path": str(path.parent),
+    }
+    return [{**run, "task": task, "score": score, **extra} for task, score in results["scores"].items()]
 
 
-def press_label(row: Mapping[str, Any]) -> str:
-    """A press with its key ratio, as the paper's table rows: ``snap_spark (λ=0.8)``."""
-    return row["press"] if not _present(row["key_ratio"]) else f"{row['press']} (λ={row['key_ratio']:g})"
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config blocks as dotted scalar columns; a list becomes its items joined by commas."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{name}.")
+        elif isinstance(value, list):
+            flat[name] = ",".join(map(str, value))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _provenance_columns(provenance: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for column, keys in FRAME_COLUMNS.items():
+        value: Any = provenance
+        for key in keys:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        out[column] = value
+    if out["device"] is None and isinstance(provenance.get("device"), Mapping):
+        out["device"] = provenance["device"].get("cpu")
+    if out["code_version"] is None:  # written before provenance was recorded: its git sha
+        out["code_version"] = result_code_version({"run": run})
+    return out
 
 
 def paper_table(frame: pd.DataFrame, values: str = "score") -> pd.DataFrame:
-    """The paper's layout: one row per (model, dataset, budget, press with key ratio), one
-    column per task, ``average`` last, plus ``kv_ratio`` (KV bytes held / dense). ``values``
-    picks the column shown per task (``paper_score`` for the published ones)."""
-    labelled = frame.assign(budget=frame.apply(budget_label, axis=1), row=frame.apply(press_label, axis=1))
-    index = ["model", "dataset", "budget", "row"]
-    table = labelled.pivot_table(index=index, columns="task", values=values, aggfunc="first")
+    """The paper's layout: one row per (model, dataset, budget, setting, press with key ratio
+    and any press knob that separates runs), one column per task, ``average`` last, plus
+    ``kv_ratio`` (KV bytes held / dense). ``setting`` is empty unless the runs of a model and
+    dataset differ in a run-wide field (``labels.label_runs``). ``values`` picks the column
+    shown per task (``paper_score`` for the published ones)."""
+    labelled = label_runs(frame)
+    table = labelled.pivot_table(
+        index=TABLE_INDEX, columns="task", values=values, aggfunc="first", dropna=False
+    )
+    table = table.dropna(how="all")
     tasks = [c for c in table.columns if c != "average"] + (["average"] if "average" in table.columns else [])
-    memory = labelled.groupby(index)[["kv_cache_bytes", "kv_cache_dense_bytes"]].first()
+    memory = labelled.groupby(TABLE_INDEX)[["kv_cache_bytes", "kv_cache_dense_bytes"]].first()
     table = table[tasks].assign(kv_ratio=memory["kv_cache_bytes"] / memory["kv_cache_dense_bytes"])
     table.columns.name = None
     return table
 
 
 def relative_scores(frame: pd.DataFrame, baseline: str = "snapkv") -> pd.DataFrame:
-    """``frame`` with ``baseline_score`` (the ``baseline`` press's score on the same model,
-    dataset, budget and task) and ``relative_score`` = score / baseline_score (NaN where the
-    baseline has no run or scores 0)."""
+    """``frame``, labelled (``labels.label_runs``), with ``baseline_score`` (the ``baseline``
+    press's score on the same model, dataset, budget, setting and task) and ``relative_score``
+    = score / baseline_score (NaN where the baseline has no run, several runs or scores 0)."""
     if baseline not in set(frame["press"]):
         raise ValueError(
             f"baseline press {baseline!r} has no run here; presses: {sorted(set(frame['press']))}"
         )
-    labelled = frame.assign(budget=frame.apply(budget_label, axis=1))
-    keys = ["model", "dataset", "budget", "task"]
-    base = labelled[labelled["press"] == baseline].groupby(keys)["score"].first().rename("baseline_score")
-    merged = labelled.join(base, on=keys)
+    labelled = label_runs(frame)
+    keys = ["model", "dataset", "budget", "setting", "task"]
+    base = labelled[labelled["press"] == baseline]
+    several = base.duplicated(keys, keep=False)
+    if several.any():  # the baseline ran with several press knobs there: no single reference
+        log.warning(
+            "baseline press %r has several runs per table cell (%s): those cells get no relative score",
+            baseline,
+            sorted(set(base.loc[several, "row"])),
+        )
+        base = base[~several]
+    merged = labelled.join(base.set_index(keys)["score"].rename("baseline_score"), on=keys)
     merged["relative_score"] = merged["score"] / merged["baseline_score"].where(merged["baseline_score"] != 0)
     return merged
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value == value  # NaN != NaN
