@@ -133,7 +133,8 @@ def plot_key_ratio_curves(frame: pd.DataFrame, path: Path, title: str) -> None:
         ax.axhline(group["score"].iloc[0], linestyle="--", linewidth=1, label=_legend(key), color="grey")
     ax.set(xlabel="key ratio λ (fraction of key channels pruned)", ylabel="average score", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a plot with nothing to name has no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 
@@ -180,7 +181,8 @@ def plot_memory_pareto(frame: pd.DataFrame, path: Path, title: str) -> None:
         ax.plot(front["kv_cache_bytes"] / 2**20, front["score"], color="black", linewidth=1, label=label)
     ax.set(xlabel="KV cache held (MiB, mean per prefill)", ylabel="average score", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # a plot with nothing to name has no legend
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 
