@@ -135,7 +135,7 @@ def test_local_release_runs_end_to_end(make_config, tmp_path):
 
 def test_jsonl_copies_and_bad_data_dirs(tmp_path):
     (tmp_path / "data.jsonl").write_text(json.dumps(RECORD) + "\n" + json.dumps({"_id": "x"}) + "\n")
-    with pytest.raises(ValueError, match=r"record 2 lacks the official field\(s\) \['domain'"):
+    with pytest.raises(ValueError, match=r"data\.jsonl:2 lacks the official field\(s\) \['domain'"):
         longbench_v2.load_records(str(tmp_path))
     empty = tmp_path / "empty"
     empty.mkdir()

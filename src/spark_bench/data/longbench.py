@@ -14,13 +14,12 @@ CHANGELOG
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spark_bench.data import hub
+from spark_bench.data import files, hub
 from spark_bench.data.sample import Sample
 
 
@@ -232,7 +231,9 @@ HUB_TASKS = (
 # Hub ids of the official release, whose loading script the pinned ``datasets`` will not run.
 SCRIPT_HUB_IDS = ("THUDM/LongBench", "zai-org/LongBench")
 HUB_SPLIT = "test"
-RECORD_FIELDS = ("input", "context", "answers")
+# The fields of an official record the prompt and the score read, with their JSON types.
+RECORD_FIELDS = {"input": str, "context": str, "answers": list}
+E_FIELDS = {"length": int}  # LongBench-E: the record's length in words, its bucket
 KVPRESS_FIELDS = ("context", "question", "answer_prefix", "answers")
 
 
@@ -272,19 +273,11 @@ def load_records(
         raise FileNotFoundError(
             f"LongBench task {config!r}: {path} does not exist (dataset.data_dir={data_dir})"
         )
+    fields = {**RECORD_FIELDS, **(E_FIELDS if longbench_e else {})}
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number} is not a JSON object: {err}") from None
-            missing = [f for f in RECORD_FIELDS if f not in record]
-            if missing:
-                raise ValueError(f"{path}:{number} lacks the official field(s) {missing}")
-            records.append(record)
+    for number, record in files.read_jsonl(path):
+        files.check_fields(f"{path}:{number}", record, fields)
+        records.append(record)
     return records
 
 

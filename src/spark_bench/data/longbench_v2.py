@@ -10,12 +10,11 @@ benchmark, so that runs are deterministic. Tasks are the six official domains; s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spark_bench.data import hub
+from spark_bench.data import files, hub
 from spark_bench.data.sample import Sample
 
 # prompts/0shot.txt, verbatim (no trailing newline).
@@ -43,6 +42,7 @@ RECORD_FIELDS = (
     "answer",
     "context",
 )
+RECORD_TYPES = dict.fromkeys(RECORD_FIELDS, str)  # every field the prompt and the score read is text
 # Task name -> the record's "domain" (the six categories of the paper, 175/125/81/39/50/33 questions).
 DOMAINS = {
     "single_document_qa": "Single-Document QA",
@@ -106,19 +106,26 @@ def load_records(data_dir: str | None) -> list[dict[str, Any]]:
     path = find_data_file(data_dir)
     if path is None:
         raise FileNotFoundError(f"LongBench-v2: dataset.data_dir={data_dir} holds none of {list(DATA_FILES)}")
-    if path.suffix == ".parquet":
-        import pandas as pd
-
-        records = pd.read_parquet(path).to_dict("records")
-    elif path.suffix == ".jsonl":
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    for number, record in enumerate(records, 1):
-        missing = [f for f in RECORD_FIELDS if f not in record]
-        if missing:
-            raise ValueError(f"{path}: record {number} lacks the official field(s) {missing}")
+    records = []
+    for where, record in _located_records(path):
+        files.check_fields(where, record, RECORD_TYPES, fix="fix or delete that record")
+        records.append(record)
     return records
+
+
+def _located_records(path: Path) -> list[tuple[str, Any]]:
+    """The records of a data file, each with where it is (``file:line``, ``file: record n``)."""
+    if path.suffix == ".parquet":
+        return [(f"{path}: row {n}", r) for n, r in enumerate(files.read_parquet(path), 1)]
+    if path.suffix == ".jsonl":
+        return [(f"{path}:{n}", r) for n, r in files.read_jsonl(path)]
+    data = files.read_json(path)
+    if not isinstance(data, list):
+        raise files.DataFileError(
+            f"{path} holds {files.type_name(data)}, where the official data.json holds a list of records: "
+            "replace it with the official release"
+        )
+    return [(f"{path}: record {n}", r) for n, r in enumerate(data, 1)]
 
 
 def to_samples(task: str, records: list[Mapping[str, Any]], limit: int | None) -> list[Sample]:

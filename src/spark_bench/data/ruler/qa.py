@@ -11,12 +11,12 @@ download, the synthetic documents of ``passages.py``.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from spark_bench.data import files
 from spark_bench.data.ruler import passages
 from spark_bench.data.ruler.fitting import CountTokens, fit_samples
 from spark_bench.data.sample import Sample
@@ -35,6 +35,8 @@ STEP = 10  # qa.py: documents are added and removed 10 at a time
 # synthetic.yaml: the source of each QA task, and RULER's file name for it.
 SOURCES = {"qa_1": "squad", "qa_2": "hotpotqa"}
 FILES = {"squad": "squad.json", "hotpotqa": "hotpotqa.json"}
+DESCRIPTIONS = {"squad": "SQuAD v2.0 dev", "hotpotqa": "HotpotQA dev distractor"}
+FETCH_AGAIN = "fetch it again with RULER's scripts/data/synthetic/json/download_qa_dataset.sh"
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class QAPool:
 
 def read_squad(path: Path) -> QAPool:
     """qa.py read_squad: answerable questions of SQuAD, documents = distinct paragraphs, sorted."""
-    data = json.loads(path.read_text(encoding="utf-8"))["data"]
+    data = files.read_json(path)["data"]
     documents = sorted({p["context"] for d in data for p in d["paragraphs"]})
     index = {text: i for i, text in enumerate(documents)}
     items = []
@@ -76,7 +78,7 @@ def read_squad(path: Path) -> QAPool:
 
 def read_hotpotqa(path: Path) -> QAPool:
     """qa.py read_hotpotqa: documents = "title\\nparagraph", all 10 of a question are its own."""
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = files.read_json(path)
     documents = sorted({f"{title}\n{''.join(sentences)}" for d in data for title, sentences in d["context"]})
     index = {text: i for i, text in enumerate(documents)}
     items = [
@@ -94,7 +96,14 @@ def load_pool(qa_dir: str, task: str) -> QAPool:
             f"RULER {task}: {path} does not exist (dataset.qa_dir={qa_dir}); it must hold RULER's "
             f"{sorted(FILES.values())} (scripts/data/synthetic/json/download_qa_dataset.sh)"
         )
-    return read_squad(path) if SOURCES[task] == "squad" else read_hotpotqa(path)
+    read = read_squad if SOURCES[task] == "squad" else read_hotpotqa
+    try:
+        return read(path)
+    except (KeyError, TypeError, AttributeError, IndexError) as err:  # only the file's shape fails there
+        layout = DESCRIPTIONS[SOURCES[task]]
+        raise files.DataFileError(
+            f"{path} is not laid out as {layout} ({type(err).__name__}: {err}): {FETCH_AGAIN}"
+        ) from None
 
 
 def _pool_documents(pool: QAPool, item: _Item, num_docs: int, rng: random.Random) -> list[str]:
@@ -128,9 +137,9 @@ def generate(
 ) -> list[Sample]:
     pool = load_pool(qa_dir, task) if qa_dir else None
     if pool is not None and num_samples > len(pool.items):
-        raise ValueError(
-            f"RULER {task}: {num_samples} samples asked, {qa_dir} holds {len(pool.items)} questions"
-        )
+        held = len(pool.items)
+        fix = f"set max_samples (or dataset.num_samples) to {held} or fewer" if held else FETCH_AGAIN
+        raise ValueError(f"RULER {task}: {num_samples} samples asked, {qa_dir} holds {held} questions: {fix}")
 
     def build(num_docs: int, rng: random.Random, index: int) -> tuple[Sample, str]:
         if pool is None:

@@ -13,17 +13,19 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from spark_bench.data import hub
+from spark_bench.data import files, hub
 from spark_bench.data.sample import Sample
 
 HUB_ID = "simonjegou/ruler"
 HUB_COLUMNS = ("context", "question", "answer_prefix", "answer", "task")
+# The hub set's columns with their types (its answers are a list, numpy's in a parquet file).
+HUB_TYPES = {**dict.fromkeys(HUB_COLUMNS, str), "answer": object}
+NATIVE_FIELDS = {"input": str, "outputs": list}  # RULER prepare.py's record: the prompt, the answers
 NATIVE_FILE = "validation.jsonl"  # RULER prepare.py: <save_dir>/<task>/<subset>.jsonl
 # Where the question begins in a RULER prompt, per task family (the kvpress authors' rule).
 QUESTION_OPENINGS = {
@@ -58,7 +60,7 @@ def from_local(data_dir: str, context_length: int, tasks: Iterable[str]) -> list
     rows: list[dict[str, Any]] = []
     native = [t for t in tasks if (root / t / NATIVE_FILE).is_file()]
     for task in native:
-        rows += [_split_native(task, record) for record in _jsonl(root / task / NATIVE_FILE)]
+        rows += _native_rows(task, root / task / NATIVE_FILE)
     if len(native) < len(list(tasks)):
         rows += _table_rows(root)
     return rows
@@ -90,12 +92,25 @@ def to_samples(
     return samples
 
 
-def _split_native(task: str, record: Mapping[str, Any]) -> dict[str, Any]:
+def _native_rows(task: str, path: Path) -> list[dict[str, Any]]:
+    """The records of RULER's own ``prepare.py`` output, in the hub set's columns."""
+    rows = []
+    for number, record in files.read_jsonl(path):
+        where = f"{path}:{number}"
+        files.check_fields(where, record, NATIVE_FIELDS, kind="RULER")
+        rows.append(_split_native(task, record, where))
+    return rows
+
+
+def _split_native(task: str, record: Mapping[str, Any], where: str) -> dict[str, Any]:
     text, prefix = record["input"], record.get("answer_prefix", "")
     opening = QUESTION_OPENINGS[family(task)]
     matches = list(opening.finditer(text))
     if not matches:
-        raise ValueError(f"RULER {task}: a record's input has no question opening {opening.pattern!r}")
+        raise files.DataFileError(
+            f"{where}: its input has no question of RULER {task} (no {opening.pattern!r}): "
+            f"{task}/{NATIVE_FILE} must be RULER's prepare.py output for {task}"
+        )
     cut = matches[-1].start()
     return {
         "context": text[:cut],
@@ -107,28 +122,17 @@ def _split_native(task: str, record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number} is not a JSON object: {err}") from None
-    return rows
-
-
 def _table_rows(root: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for path in sorted(root.glob("*.parquet")):
-        import pandas as pd
+    """The rows of the hub set's files under ``root`` (parquet, then jsonl)."""
+    paths = sorted(root.glob("*.parquet")) + sorted(root.glob("*.jsonl"))
+    located = [located for path in paths for located in _located_rows(path)]
+    for where, row in located:
+        files.check_fields(where, row, HUB_TYPES, kind=HUB_ID, fix="fix or delete that row")
+    return [row for _, row in located]
 
-        rows += pd.read_parquet(path).to_dict("records")
-    for path in sorted(root.glob("*.jsonl")):
-        rows += _jsonl(path)
-    for row in rows:
-        missing = [c for c in HUB_COLUMNS if c not in row]
-        if missing:
-            raise ValueError(f"RULER files under {root} lack the column(s) {missing} of {HUB_ID}")
-    return rows
+
+def _located_rows(path: Path) -> list[tuple[str, Any]]:
+    """The rows of one file, each with where it is (``file:line``, ``file: row n``)."""
+    if path.suffix == ".parquet":
+        return [(f"{path}: row {n}", row) for n, row in enumerate(files.read_parquet(path), 1)]
+    return [(f"{path}:{n}", row) for n, row in files.read_jsonl(path)]
