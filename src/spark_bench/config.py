@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from spark_bench.data import longbench, longbench_v2, ruler
 
@@ -40,6 +40,18 @@ BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {
 GROUPS = ("model", "press", "dataset", "logger")
 # Presses that score tokens from the attention weights, which only eager attention returns.
 EAGER_PRESSES = ("kvpress.ObservedAttentionPress",)
+# model.attn_implementation values a run can use: transformers' own (its AttentionInterface,
+# less the paged ones, made for continuous batching) and spark_bench's per-layer SDPA
+# (attention.py, which PyramidKV switches to).
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "sdpa_per_layer")
+# transformers' own that a run cannot use, with the reason said with the refusal. flex_attention:
+# kvpress's attention patch passes it dropout where it takes scaling, so every sample would fail.
+REFUSED_ATTENTION = {"flex_attention": "kvpress's attention patch breaks it: every sample fails"}
+# What every conf/model/*.yaml sets, per loader (the runner and the loader read each of them).
+MODEL_FIELDS = ("name", "loader", "dtype", "attn_implementation", "max_prompt_tokens")
+LOADER_FIELDS = {"hub": ("pretrained",), "embedded": (), "random": ("architecture", "init_seed", "config")}
+# model.device_map strategies of accelerate; a device ("cuda:0") or a {module: device} map also go.
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 # Config keys that do not change a run's outputs: left out of its effective config and hash.
@@ -146,6 +158,9 @@ def validate(cfg: DictConfig) -> RunSpec:
             raise ConfigError(f"{flag}={cfg[flag]!r} must be true or false")
     tasks = _check_tasks(cfg.dataset)
     _check_data_dir(cfg.dataset, tasks)
+    _check_model(cfg.model)
+    if not isinstance(cfg.compress_questions, bool):
+        raise ConfigError(f"compress_questions={cfg.compress_questions!r} must be true or false")
     _check_attention(cfg)
     used = press_knobs(cfg.press)
     knobs = {k: (cfg[k] if k in used else None) for k in PRESS_KNOBS}
@@ -211,11 +226,103 @@ def _check_attention(cfg: DictConfig) -> None:
         )
 
 
+def _check_model(model: DictConfig) -> None:
+    """The model preset's fields, before anything loads (a bad value would fail seconds or
+    minutes later, inside transformers)."""
+    from spark_bench import models  # torch: imported when a run is checked, not before
+
+    _check_fields(model, MODEL_FIELDS)
+    _check_choice(model, "loader", models.LOADERS)
+    _check_fields(model, LOADER_FIELDS[model.loader])
+    _check_choice(model, "dtype", tuple(models.DTYPES))
+    _check_attn_implementation(model.attn_implementation)
+    _check_positive_int(model, "max_prompt_tokens", "model.")
+    template_args = model.get("chat_template_kwargs")
+    if template_args is not None and not isinstance(template_args, DictConfig):
+        raise ConfigError(
+            f"model.chat_template_kwargs={template_args!r} must be a mapping of chat template arguments "
+            "(e.g. '+model.chat_template_kwargs={enable_thinking:false}') or null"
+        )
+    _check_device_map(model.get("device_map"))
+    if model.loader == "hub":
+        _check_pretrained(model.pretrained)
+    elif model.loader == "random":
+        _check_random_model(model)
+
+
+def _check_attn_implementation(implementation: Any) -> None:
+    if implementation in ATTENTION_IMPLEMENTATIONS:
+        return
+    valid = list(ATTENTION_IMPLEMENTATIONS)
+    if implementation in REFUSED_ATTENTION:
+        raise ConfigError(
+            f"model.attn_implementation={implementation!r} cannot run: {REFUSED_ATTENTION[implementation]}; "
+            f"use one of {valid}"
+        )
+    raise ConfigError(f"model.attn_implementation={implementation!r} is not one of {valid}")
+
+
+def _check_fields(model: DictConfig, fields: tuple[str, ...]) -> None:
+    missing = [f for f in fields if f not in model]
+    if missing:
+        raise ConfigError(
+            f"model {model.get('name')!r} lacks the field(s) {missing}: a model preset sets them "
+            "(see conf/model/llama3.1-8b.yaml)"
+        )
+
+
+def _check_choice(model: DictConfig, field: str, valid: tuple[str, ...]) -> None:
+    if model[field] not in valid:
+        raise ConfigError(f"model.{field}={model[field]!r} is not one of {list(valid)}")
+
+
+def _check_device_map(device_map: Any) -> None:
+    import torch
+
+    if device_map is None or isinstance(device_map, DictConfig) or device_map in DEVICE_MAP_STRATEGIES:
+        return
+    if isinstance(device_map, int) and not isinstance(device_map, bool) and device_map >= 0:
+        return  # a GPU index
+    if isinstance(device_map, str):
+        try:
+            torch.device(device_map)
+            return
+        except RuntimeError:
+            pass
+    raise ConfigError(
+        f"model.device_map={device_map!r} is not one of {list(DEVICE_MAP_STRATEGIES)}, a device "
+        "(cuda:0, cpu), a GPU index or null"
+    )
+
+
+def _check_pretrained(pretrained: Any) -> None:
+    """A hub id or a path, as text. Whether it exists is checked where the model loads (the
+    path may be a compute node's, absent where a dry run is planned)."""
+    if not isinstance(pretrained, str) or not pretrained:
+        raise ConfigError(f"model.pretrained={pretrained!r} must be a hub id (org/name) or a local directory")
+
+
+def _check_random_model(model: DictConfig) -> None:
+    from transformers import CONFIG_MAPPING
+
+    if model.architecture not in CONFIG_MAPPING:
+        raise ConfigError(
+            f"model.architecture={model.architecture!r} is not a model type of transformers "
+            "(llama, mistral, qwen3, ...)"
+        )
+    if isinstance(model.init_seed, bool) or not isinstance(model.init_seed, int):
+        raise ConfigError(f"model.init_seed={model.init_seed!r} must be an integer")
+    if not isinstance(model.config, DictConfig):
+        raise ConfigError(f"model.config={model.config!r} must be a mapping of the model's config fields")
+
+
 def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
     """Local data named by the dataset config exists in the layout its loader reads."""
     if dataset.name == "ruler":
         _check_ruler_source(dataset)
     data_dir = dataset.get("data_dir")
+    if not isinstance(dataset.get("longbench_e", False), bool):
+        raise ConfigError(f"dataset.longbench_e={dataset.longbench_e!r} must be true or false")
     if dataset.name == "longbench" and dataset.get("longbench_e"):
         absent = [t for t in tasks if t not in longbench.LONGBENCH_E_TASKS]
         if absent:
@@ -286,6 +393,7 @@ def _check_ruler_source(dataset: DictConfig) -> None:
     length = dataset.get("context_length")
     if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
         raise ConfigError(f"dataset.context_length={length!r} must be a positive integer (tokens)")
+    _check_positive_int(dataset, "num_samples", "dataset.")
 
 
 def _check_ratios(cfg: DictConfig) -> None:
@@ -311,10 +419,11 @@ def _check_budget(cfg: DictConfig) -> None:
     _check_positive_int(cfg, "kv_budget")
 
 
-def _check_positive_int(cfg: DictConfig, knob: str) -> None:
+def _check_positive_int(cfg: DictConfig, knob: str, prefix: str = "") -> None:
+    """``cfg[knob]`` is a positive integer; ``prefix`` is the node's path in messages (``model.``)."""
     value = cfg[knob]
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{knob}={value!r} must be a positive integer")
+        raise ConfigError(f"{prefix}{knob}={value!r} must be a positive integer")
 
 
 def _check_tasks(dataset: DictConfig) -> tuple[str, ...]:
@@ -325,6 +434,8 @@ def _check_tasks(dataset: DictConfig) -> tuple[str, ...]:
     tasks = dataset.tasks
     if isinstance(tasks, str):
         tasks = [tasks]
+    if not isinstance(tasks, (list, ListConfig)):
+        raise ConfigError(f"dataset.tasks={tasks!r} must be a task or a list of tasks, e.g. [{valid[0]}]")
     if not tasks:
         raise ConfigError(f"dataset.tasks is empty; choose from {list(valid)}")
     unknown = [t for t in tasks if t not in valid]

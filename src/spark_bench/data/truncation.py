@@ -14,6 +14,10 @@ from transformers import PreTrainedTokenizerBase
 from spark_bench.data.sample import Sample
 
 
+class PromptTooLong(ValueError):
+    """A question (with its answer prefix) longer than the half of the prompt that keeps it."""
+
+
 def truncate_middle(
     tokenizer: PreTrainedTokenizerBase, sample: Sample, max_tokens: int
 ) -> tuple[Sample, bool]:
@@ -28,8 +32,9 @@ def truncate_middle(
         return sample, False
     half = max_tokens // 2
     if rest > half:
-        raise ValueError(
-            f"{sample.id}: its question has {rest} tokens, over half of max_prompt_tokens={max_tokens}"
+        raise PromptTooLong(
+            f"model.max_prompt_tokens={max_tokens}: the question of sample {sample.id} has {rest} tokens, "
+            f"over half of it (the cut keeps the question in the last half): set it to {2 * rest} or more"
         )
     kept = tokenizer.decode(context[:half], skip_special_tokens=True) + tokenizer.decode(
         context[len(context) - (max_tokens - half - rest) :], skip_special_tokens=True
