@@ -11,7 +11,9 @@ from spark_bench.results import PredictionLog, read_results, write_json_atomic
 
 
 def record(i: int) -> dict:
-    return {"id": f"t/{i}", "task": "t", "prediction": "p", "answers": ["a"], "score": 0.0}
+    return {"id": f"t/{i}", "task": "t", "prediction": "p", "answers": ["a"], "score": 0.0,
+            "context_tokens": 9, "kv_cache_bytes": 4, "kv_cache_dense_bytes": 8, "prefill_s": 0.1,
+            "decode_s": 0.2}  # fmt: skip
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -46,6 +48,6 @@ def test_prediction_log_round_trip_and_torn_last_line(tmp_path):
 
 def test_a_corrupt_line_in_the_middle_is_an_error(tmp_path):
     path = tmp_path / "predictions.jsonl"
-    path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
+    path.write_text(f"{json.dumps(record(0))}\nnot json\n{json.dumps(record(1))}\n")
     with pytest.raises(ValueError, match=r"predictions\.jsonl:2"):
         PredictionLog(path).read()

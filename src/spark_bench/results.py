@@ -168,39 +168,97 @@ def read_results(path: Path) -> Results:
 
 
 class PredictionLog:
-    """Append-only ``predictions.jsonl``; reading it back skips a torn last line."""
+    """Append-only ``predictions.jsonl``; reading it back skips a torn last line (a crash
+    mid-write) and names any other damage by ``file:line`` with what to do: the file holds the
+    answers of earlier runs, so it is never rewritten to get past a bad line."""
+
+    # Every field ``append`` writes (``error`` aside), with its JSON types: a resumed record is
+    # scored and summed with the new ones, so one that lacks a field would fail the run's end.
+    FIELDS = (
+        ("id", str), ("task", str), ("prediction", str), ("answers", list), ("score", (int, float)),
+        ("context_tokens", int), ("kv_cache_bytes", int), ("kv_cache_dense_bytes", int),
+        ("prefill_s", (int, float)), ("decode_s", (int, float)),
+    )  # fmt: skip
+    FIX = (
+        "fix or delete that line (a deleted sample is answered again), or set rerun=true to start "
+        "over (earlier outputs move to previous/)"
+    )
 
     def __init__(self, path: Path):
         self.path = path
 
-    def read(self) -> dict[str, Prediction]:
-        """The complete records already written, by sample id."""
+    def read(self, tasks: Mapping[str, str] | None = None) -> dict[str, Prediction]:
+        """The complete records already written, by sample id. ``tasks`` (each sample id of the
+        run -> its task), if given, also rejects a record of a sample the run does not ask: it
+        comes from other data or another run, and would be scored as this one's.
+
+        Raises ValueError naming the file and line, and what to do."""
         if not self.path.exists():
             return {}
         done: dict[str, Prediction] = {}
-        with open(self.path) as handle:
-            lines = handle.read().split("\n")
+        lines = self._lines()
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or not UTF-8
                 if number == len(lines):  # the last line, cut by a crash mid-write
                     log.warning("%s: ignoring a torn last line (a crash mid-write)", self.path)
                     continue
-                raise ValueError(f"{self.path}:{number} is not valid JSON") from None
+                raise ValueError(f"{self.path}:{number} is not valid JSON: {self.FIX}") from None
+            problem = self._problem(record, tasks)
+            if problem:
+                raise ValueError(f"{self.path}:{number} {problem}: {self.FIX}")
             done[record["id"]] = record
         return done
 
+    def _lines(self) -> list[bytes]:
+        """The file's lines; the last one, without its newline, may be torn."""
+        try:
+            return self.path.read_bytes().split(b"\n")
+        except OSError as err:  # a directory, no permission
+            raise ValueError(
+                f"cannot read {self.path} ({err.strerror or err}): move it out of {self.path.parent}, "
+                "or set rerun=true to start over (earlier outputs move to previous/)"
+            ) from None
+
+    def _problem(self, record: Any, tasks: Mapping[str, str] | None) -> str | None:
+        """What makes ``record`` unusable for a resume, or None."""
+        if not isinstance(record, dict):
+            return f"is a JSON {type(record).__name__}, not a record (a JSON object)"
+        missing = [name for name, _ in self.FIELDS if name not in record]
+        if missing:
+            return f"lacks the field(s) {missing}"
+        for name, kinds in self.FIELDS:
+            value = record[name]
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                expected = " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+                return f"has {name}={value!r}, not of type {expected}"
+        sample, task = record["id"], record["task"]
+        if tasks is not None and sample not in tasks:
+            return f"answers sample {sample!r}, not one of this run's (the data changed, or another run's)"
+        if tasks is not None and tasks[sample] != task:
+            return f"says sample {sample!r} is of task {task!r}; in this run it is of {tasks[sample]!r}"
+        return None
+
     def repair(self) -> None:
-        """Drop a torn last line so that new records start on a line of their own."""
+        """End the file on a newline so that new records start on a line of their own: a torn
+        last line (a crash mid-write, never a whole record) is dropped, a whole last record
+        without its newline kept."""
         if not self.path.exists():
             return
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data[: data.rfind(b"\n") + 1]
-            self.path.write_bytes(keep)
+        if not data or data.endswith(b"\n"):
+            return
+        last = data[data.rfind(b"\n") + 1 :]
+        try:
+            json.loads(last)
+        except ValueError:
+            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+            return
+        with open(self.path, "ab") as handle:
+            handle.write(b"\n")
 
     def append(self, record: Prediction) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

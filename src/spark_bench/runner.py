@@ -27,7 +27,7 @@ from tqdm import tqdm
 from spark_bench import engine, memory, metrics, paths, sweep
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
 from spark_bench.data import Sample, load_samples
-from spark_bench.data.truncation import truncate_middle
+from spark_bench.data.truncation import PromptTooLong, truncate_middle
 from spark_bench.models import load_model_once, load_tokenizer
 from spark_bench.presses import build_press
 from spark_bench.results import Prediction, PredictionLog, Results, read_results, write_results
@@ -121,13 +121,23 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
         samples = load_samples(cfg.dataset, tokenizer, cfg.seed, cfg.max_samples)
     except (ValueError, FileNotFoundError) as err:  # bad data files, a context too short: the input's fault
         raise ConfigError(str(err)) from err
+    try:  # the same tokenizer the model's loader takes, so a too small max_prompt_tokens fails here
+        samples = _truncate(tokenizer, samples, cfg.model.max_prompt_tokens)
+    except PromptTooLong as err:
+        raise ConfigError(str(err)) from err
+    # Files an earlier run left, also checked before the weights load; a damaged one is the
+    # user's to mend (the message says where and how), never ours to rewrite.
+    _check_results_path(out_dir)
+    predictions = PredictionLog(out_dir / paths.PREDICTIONS_FILE)
+    try:
+        earlier = predictions.read({s.id: s.task for s in samples})
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    done = {k: r for k, r in earlier.items() if not r.get("error")}  # failed ones again
+    predictions.repair()
     loaded = load_model_once(cfg.model)
     press = build_press(cfg.press)
 
-    predictions = PredictionLog(out_dir / paths.PREDICTIONS_FILE)
-    done = {k: r for k, r in predictions.read().items() if not r.get("error")}  # failed ones again
-    predictions.repair()
-    samples = _truncate(loaded.tokenizer, samples, cfg.model.max_prompt_tokens)
     todo = [s for s in samples if s.id not in done]
     if done:
         log.info(
@@ -193,6 +203,17 @@ def _archive_previous(out_dir: Path) -> None:
     for path in earlier:
         path.rename(archive / path.name)
     log.info("rerun=true: earlier outputs moved to %s", archive)
+
+
+def _check_results_path(out_dir: Path) -> None:
+    """``results.json``, if there, is a file: the run ends by replacing it, which would fail on
+    anything else after every sample has been answered."""
+    path = out_dir / paths.RESULTS_FILE
+    if path.exists() and not path.is_file():
+        raise ConfigError(
+            f"{path} is not a file: move it out of {out_dir}, or set rerun=true to start over "
+            "(earlier outputs move to previous/)"
+        )
 
 
 def _truncate(tokenizer, samples: list[Sample], max_tokens: int) -> list[Sample]:
