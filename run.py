@@ -24,9 +24,9 @@ def main(cfg: DictConfig) -> float | None:
         results = run(cfg)
     except (ConfigError, ModelLoadError) as err:  # the user's input, not our bug: no traceback
         if sweep.in_multirun():
-            log.error("spark_bench: error: %s", err)  # into this point's job log
+            log.error("spark_bench: error: %s", one_line(err))  # into this point's job log
             return _failed_point(err)
-        print(f"spark_bench: error: {err}", file=sys.stderr)
+        print(f"spark_bench: error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except Exception as err:
         if sweep.in_multirun():
@@ -34,6 +34,12 @@ def main(cfg: DictConfig) -> float | None:
             return _failed_point(err)
         raise
     return results["scores"]["average"]
+
+
+def one_line(err: BaseException) -> str:
+    """The message of a user error on one line, whatever text it quotes (a library's message can
+    span several): one line of stderr is the whole answer to a bad input."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip())
 
 
 def _failed_point(err: BaseException) -> None:
