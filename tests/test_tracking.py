@@ -32,6 +32,7 @@ def test_a_two_point_multirun_writes_two_offline_runs(tmp_path):
         results = json.loads(results_file.read_text())
         assert c["config"]["model"]["name"] == "tiny-llama" and c["config"]["max_samples"] == 1
         assert c["config"]["press"] == results["run"]["config"]["press"]
+        assert c["config"]["provenance"] == results["provenance"]  # code, versions, device, job
         for key, value in summary(results).items():
             assert c["summary"][key] == value, key
         assert {"scores/average", "memory/kv_cache_bytes", "memory/peak_rss_bytes", "timing/total_s"} <= set(

@@ -29,6 +29,7 @@ PRESS_KNOBS = (
 # "not in struct" (whose ``+window_size=64`` would be silently ignored).
 RETIRED_WINDOW_KNOB = "window_size"
 RECOVERY_CHOICES = ("none", "mean", "exponential", "normal")
+RERUN_CHOICES = (False, "stale", True)
 # The interpolation presses use for their token ratio; it stands for both token-budget knobs.
 PRESS_RATIO_KEY = "press_ratio"
 # Benchmarks the runner can load, each with its task list.
@@ -153,9 +154,13 @@ def validate(cfg: DictConfig) -> RunSpec:
             _check_positive_int(cfg, knob)
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
-    for flag in ("rerun", "dry_run"):
-        if not isinstance(cfg.get(flag, False), bool):
-            raise ConfigError(f"{flag}={cfg[flag]!r} must be true or false")
+    if not isinstance(cfg.get("dry_run", False), bool):
+        raise ConfigError(f"dry_run={cfg.dry_run!r} must be true or false")
+    if cfg.get("rerun", False) not in RERUN_CHOICES:
+        raise ConfigError(
+            f"rerun={cfg.rerun!r} is not one of {list(RERUN_CHOICES)}: false skips a complete result, "
+            "stale runs again those made by other code, true runs every point again"
+        )
     tasks = _check_tasks(cfg.dataset)
     _check_data_dir(cfg.dataset, tasks)
     _check_model(cfg.model)

@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from spark_bench import engine, memory, metrics, paths, sweep
+from spark_bench import engine, memory, metrics, paths, provenance, sweep
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
 from spark_bench.data import Sample, load_samples
 from spark_bench.data.truncation import PromptTooLong, truncate_middle
@@ -36,30 +35,52 @@ from spark_bench.tracking import start_tracker
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+# rerun=stale: run again the points whose complete results.json other code made.
+STALE = "stale"
 
 
 def plan(cfg: DictConfig) -> str:
     """dry_run=true: one line saying what this job would do, after checking its config."""
     spec = validate(cfg)
     out_dir = paths.run_dir(cfg.paths.results_root, spec)
-    state = "done" if complete_results(out_dir, spec) is not None and not cfg.rerun else "todo"
-    return f"{state:4}  {paths.run_name(spec)}  -> {out_dir}"
+    finished = complete_results(out_dir, spec)
+    if finished is None or cfg.rerun is True:
+        state = "todo"
+    elif made_by_this_code(finished):
+        state = "done"
+    else:  # skipped with a warning, or run again under rerun=stale
+        state = "todo" if cfg.rerun == STALE else "stale"
+    return f"{state:5}  {paths.run_name(spec)}  -> {out_dir}"
 
 
 def run(cfg: DictConfig) -> Results:
     spec = validate(cfg)
     out_dir = paths.run_dir(cfg.paths.results_root, spec)
     _check_writable(out_dir)
-    if cfg.rerun:
+    if cfg.rerun is True:
         _archive_previous(out_dir)
     else:
         finished = complete_results(out_dir, spec)
-        if finished is not None:
+        if finished is not None and made_by_this_code(finished):
             log.info(
                 "skipping %s: it holds a complete results.json of this config (rerun=true forces)", out_dir
             )
             sweep.record_job("skipped", out_dir)
             return finished
+        if finished is not None:
+            made_by, now = provenance.result_code_version(finished), provenance.code_version()
+            if cfg.rerun != STALE:
+                log.warning(
+                    "skipping %s: it holds a complete results.json of this config, but made by other code "
+                    "(%s; this is %s): rerun=stale runs such points again, rerun=true every point",
+                    out_dir,
+                    made_by or "unrecorded",
+                    now,
+                )
+                sweep.record_job("skipped", out_dir, note=f"stale: made by {made_by or 'unrecorded code'}")
+                return finished
+            log.info("rerun=stale: %s was made by other code (%s; this is %s)", out_dir, made_by, now)
+            _archive_previous(out_dir)
     log.info("run %s/%s/%s -> %s", spec.dataset, spec.model, spec.press, out_dir)
     config = effective_config(cfg, spec.knobs)
     with RunLock(out_dir):
@@ -172,7 +193,14 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     total_s = time.perf_counter() - loop_start
 
     ordered = [done[s.id] for s in samples]
-    return _finish(cfg, spec, out_dir, config, ordered, samples, started_at, total_s)
+    made_by = provenance.collect(loaded.model)
+    return _finish(cfg, spec, out_dir, config, ordered, samples, started_at, total_s, made_by)
+
+
+def made_by_this_code(results: Results) -> bool:
+    """Whether a results.json was made by the code that runs now (same commit, same changes
+    to it); one that does not say which code made it was not."""
+    return provenance.result_code_version(results) == provenance.code_version()
 
 
 def complete_results(out_dir: Path, spec: RunSpec) -> Results | None:
@@ -288,6 +316,7 @@ def _finish(
     samples: list[Sample],
     started_at: str,
     total_s: float,
+    made_by: dict[str, Any],
 ) -> Results:
     rows = [
         metrics.Row(r["task"], r["prediction"], r["answers"], s.all_classes, s.labels)
@@ -315,7 +344,7 @@ def _finish(
             "seed": cfg.seed,
             "n_samples": len(records),
             "n_failed": len(failed),
-            "git_sha": _git_sha(),
+            "git_sha": made_by["git"]["sha"],
             "started_at": started_at,
             "finished_at": _now(),
             "config_hash": spec.config_hash,
@@ -334,6 +363,7 @@ def _finish(
             "decode_s": sum(r["decode_s"] for r in records),
             "total_s": total_s,
         },
+        provenance=made_by,
     )
     write_results(out_dir / paths.RESULTS_FILE, results)
     log.info("scores %s -> %s", scores, out_dir / paths.RESULTS_FILE)
@@ -363,19 +393,3 @@ def _seed_everything(seed: int) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _git_sha() -> str | None:
-    """The commit of the spark_bench checkout that ran, if it is one."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None

@@ -3,7 +3,8 @@
 One W&B run per Hydra job, named from the config choices and knobs, grouped by sweep (the
 multirun's sweep directory, unless ``logger.group`` is set), with the resolved config; at the
 end the scores, breakdown, memory and timings as summary and the per-sample predictions as a
-table, read back from the files the run wrote. A tracking failure (no network, no login,
+table, read back from the files the run wrote; the results' provenance (code, library
+versions, device, SLURM job) joins the config. A tracking failure (no network, no login,
 wandb missing) warns and the benchmark goes on; results are already on disk by the time
 anything is logged.
 """
@@ -60,6 +61,8 @@ class WandbTracker(Tracker):
         try:
             import wandb
 
+            if results.get("provenance"):  # what made the numbers, as in results.json
+                self._run.config.update({"provenance": results["provenance"]}, allow_val_change=True)
             self._run.summary.update(summary(results))
             if predictions is not None and predictions.is_file():
                 rows = [json.loads(line) for line in predictions.read_text().splitlines() if line.strip()]
