@@ -131,3 +131,37 @@ def test_rerun_takes_only_false_stale_or_true(make_config):
 
     with pytest.raises(ConfigError, match=r"rerun='old' is not one of \[False, 'stale', True\]"):
         validate(make_config("rerun=old"))
+
+
+def test_resuming_answers_of_other_code_says_so_and_counts_them(make_config, caplog):
+    cfg = make_config("press=snapkv", "max_samples=2")
+    run(cfg)
+    (path,) = Path(cfg.paths.results_root).rglob("results.json")
+    predictions = path.parent / "predictions.jsonl"
+    records = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert {r["code_version"] for r in records} == {provenance.code_version()}
+    records[0]["code_version"] = "0123456789ab"  # answered before a fix landed, then the job died
+    del records[1]["code_version"]  # and one by a version that recorded none
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
+    path.unlink()
+    with caplog.at_level(logging.WARNING, logger="spark_bench.runner"):
+        results = run(cfg)
+    assert "resuming answers made by other code (1 by 0123456789ab, 1 by unrecorded; this is " in caplog.text
+    assert results["provenance"]["answers_by_code_version"] == {
+        "0123456789ab": 1,
+        "unrecorded": 1,
+        provenance.code_version(): 2,
+    }
+
+
+def test_an_unreadable_results_json_is_set_aside_not_overwritten(make_config, caplog):
+    cfg = make_config("press=snapkv", "max_samples=1")
+    run(cfg)
+    (path,) = Path(cfg.paths.results_root).rglob("results.json")
+    path.write_text('{"schema": 1, "run": {"model": "someone\'s only copy"')  # cut short
+    damaged = path.read_bytes()
+    with caplog.at_level(logging.WARNING, logger="spark_bench.runner"):
+        results = run(cfg)
+    (aside,) = path.parent.glob("previous/*/results.json")
+    assert aside.read_bytes() == damaged and "could not be read: moved to" in caplog.text
+    assert json.loads(path.read_text())["scores"] == results["scores"]

@@ -92,6 +92,7 @@ class ProvenanceBlock(TypedDict):
     attn_implementation: str | None  # of the model as loaded
     host: str
     slurm: dict[str, str] | None  # job_id, array_job_id, array_task_id, cluster, node; null outside SLURM
+    answers_by_code_version: dict[str, int]  # a resumed run's answers may come from other code
 
 
 class Results(TypedDict):
@@ -117,6 +118,7 @@ class Prediction(TypedDict, total=False):
     kv_cache_dense_bytes: int
     prefill_s: float
     decode_s: float
+    code_version: str  # of the code that answered (provenance.code_version); absent in older files
     error: str  # only on a sample that raised (its prediction is "", its score 0); retried on resume
 
 

@@ -14,7 +14,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from spark_bench.tracking import start_tracker
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+# The code_version of an answer written before answers recorded theirs.
+UNRECORDED = "unrecorded"
 # rerun=stale: run again the points whose complete results.json other code made.
 STALE = "stale"
 
@@ -81,6 +84,8 @@ def run(cfg: DictConfig) -> Results:
                 return finished
             log.info("rerun=stale: %s was made by other code (%s; this is %s)", out_dir, made_by, now)
             _archive_previous(out_dir)
+        else:
+            _set_aside_unreadable(out_dir / paths.RESULTS_FILE)
     log.info("run %s/%s/%s -> %s", spec.dataset, spec.model, spec.press, out_dir)
     config = effective_config(cfg, spec.knobs)
     with RunLock(out_dir):
@@ -167,6 +172,7 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
             len(samples),
             out_dir,
         )
+        _warn_of_other_code(done.values())
 
     memory.reset_peak_gpu()
     loop_start = time.perf_counter()
@@ -194,7 +200,23 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
 
     ordered = [done[s.id] for s in samples]
     made_by = provenance.collect(loaded.model)
+    made_by["answers_by_code_version"] = dict(Counter(r.get("code_version", UNRECORDED) for r in ordered))
     return _finish(cfg, spec, out_dir, config, ordered, samples, started_at, total_s, made_by)
+
+
+def _warn_of_other_code(earlier: Iterable[Prediction]) -> None:
+    """Say when a resumed run's earlier answers were made by other code (a fix landed between
+    a killed job and its relaunch): the results would mix both. results.json counts them."""
+    now = provenance.code_version()
+    counts = Counter(r.get("code_version", UNRECORDED) for r in earlier)
+    others = {version: n for version, n in counts.items() if version != now}
+    if others:
+        log.warning(
+            "resuming answers made by other code (%s; this is %s): the results will mix both "
+            "(provenance.answers_by_code_version counts them); rerun=true answers every sample anew",
+            ", ".join(f"{n} by {version}" for version, n in sorted(others.items())),
+            now,
+        )
 
 
 def made_by_this_code(results: Results) -> bool:
@@ -219,6 +241,24 @@ def complete_results(out_dir: Path, spec: RunSpec) -> Results | None:
     return results
 
 
+def _set_aside_unreadable(path: Path) -> None:
+    """A results.json that cannot be read (damaged, another schema) is moved to ``previous/``
+    before the run writes its own: it may be the only copy of someone's numbers."""
+    if not path.is_file():
+        return
+    try:
+        read_results(path)
+    except (ValueError, OSError):
+        aside = _archive_dir(path.parent) / path.name
+        aside.parent.mkdir(parents=True)
+        path.rename(aside)
+        log.warning("%s could not be read: moved to %s, the run writes a new one", path, aside)
+
+
+def _archive_dir(out_dir: Path) -> Path:
+    return out_dir / "previous" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
 def _archive_previous(out_dir: Path) -> None:
     """rerun=true: move earlier outputs to ``previous/<time>/`` (nothing written is lost)."""
     earlier = [
@@ -226,7 +266,7 @@ def _archive_previous(out_dir: Path) -> None:
     ]
     if not earlier:
         return
-    archive = out_dir / "previous" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    archive = _archive_dir(out_dir)
     archive.mkdir(parents=True)
     for path in earlier:
         path.rename(archive / path.name)
@@ -287,6 +327,7 @@ def _record(benchmark: str, sample: Sample, result: engine.Answer) -> Prediction
         kv_cache_dense_bytes=result.kv_cache_dense_bytes,
         prefill_s=result.prefill_s,
         decode_s=result.decode_s,
+        code_version=provenance.code_version(),
     )
 
 
@@ -303,6 +344,7 @@ def _failed_record(sample: Sample, err: BaseException) -> Prediction:
         kv_cache_dense_bytes=0,
         prefill_s=0.0,
         decode_s=0.0,
+        code_version=provenance.code_version(),
         error=f"{type(err).__name__}: {err}",
     )
 
