@@ -12,7 +12,6 @@ import fcntl
 import logging
 import os
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,7 +21,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from spark_bench import engine, memory, metrics, paths, provenance, sweep
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
@@ -30,6 +28,7 @@ from spark_bench.data import Sample, load_samples
 from spark_bench.data.truncation import PromptTooLong, truncate_middle
 from spark_bench.models import load_model_once, load_tokenizer
 from spark_bench.presses import build_press
+from spark_bench.progress import Progress
 from spark_bench.results import Prediction, PredictionLog, Results, read_results, write_results
 from spark_bench.tracking import start_tracker
 
@@ -178,7 +177,7 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     loop_start = time.perf_counter()
     template_args = cfg.model.get("chat_template_kwargs")
     chat_template_kwargs = OmegaConf.to_container(template_args) if template_args is not None else {}
-    bar = tqdm(total=len(todo), desc="samples", unit="sample", disable=not sys.stderr.isatty())
+    progress = Progress(len(todo), done_before=len(samples) - len(todo))
     for group in prefill_groups(todo, cfg.compress_questions):
         try:
             prompt = engine.encode(loaded.tokenizer, group, cfg.compress_questions, chat_template_kwargs)
@@ -194,8 +193,8 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
         for record in records:
             predictions.append(record)
             done[record["id"]] = record
-        bar.update(len(group))
-    bar.close()
+        progress.update(len(records), failed=sum(1 for r in records if r.get("error")))
+    progress.close()
     total_s = time.perf_counter() - loop_start
 
     ordered = [done[s.id] for s in samples]
