@@ -68,3 +68,25 @@ def test_summary_flattens_breakdown_and_drops_nulls():
         "scores/qasper": 10.0, "scores/average": 10.0, "breakdown/qasper/0-4k": 12.0,
         "memory/kv_cache_bytes": 5, "timing/total_s": 1.5, "n_samples": 3,
     }  # fmt: skip
+
+
+def test_a_resumed_point_continues_its_wandb_run_and_a_rerun_starts_a_new_one(tmp_path):
+    point = ["model=tiny-llama", "press=snapkv", "logger=wandb", "max_samples=2", "max_new_tokens=3",
+             "dataset.context_length=512", f"paths.results_root={tmp_path / 'res'}"]  # fmt: skip
+
+    def launch(*extra: str) -> list[dict]:
+        proc = run_py(*point, *extra, f"hydra.run.dir={tmp_path / 'job'}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs = sorted((tmp_path / "res").rglob("offline-run-*"), key=lambda p: p.stat().st_mtime)
+        return [run_contents(r) for r in runs]
+
+    (first,) = launch()
+    (results,) = (tmp_path / "res").rglob("results.json")
+    predictions = results.parent / "predictions.jsonl"
+    predictions.write_text(predictions.read_text().splitlines(keepends=True)[0])  # killed after one answer
+    results.unlink()
+    resumed = launch()[-1]
+    assert resumed["id"] == first["id"]  # the same W&B run, continued
+    assert resumed["summary"]["n_samples"] == 4
+    rerun = launch("rerun=true")[-1]
+    assert rerun["id"] != first["id"]  # rerun=true: a new attempt, a new W&B run

@@ -48,13 +48,14 @@ def _key(item: Any) -> str:
 
 
 def run_contents(run_dir: Path) -> dict[str, Any]:
-    """name, group, config and final summary of the offline run in ``run_dir``."""
+    """id, name, group, config and final summary of the offline run in ``run_dir``."""
     (log,) = list(run_dir.glob("run-*.wandb"))
     contents: dict[str, Any] = {"config": {}, "summary": {}, "history_keys": set()}
     for record in records(log):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             contents["name"], contents["group"] = record.run.display_name, record.run.run_group
+            contents["id"] = record.run.run_id
             contents["config"] |= {_key(i): json.loads(i.value_json) for i in record.run.config.update}
         elif kind == "config":
             contents["config"] |= {_key(i): json.loads(i.value_json) for i in record.config.update}

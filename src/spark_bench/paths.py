@@ -27,6 +27,7 @@ KNOB_TAGS = {
 }
 PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
+ARCHIVE_DIR = "previous"  # earlier outputs of a run directory, moved aside by rerun (never deleted)
 
 
 def knob_tags(spec: RunSpec) -> str:

@@ -255,7 +255,7 @@ def _set_aside_unreadable(path: Path) -> None:
 
 
 def _archive_dir(out_dir: Path) -> Path:
-    return out_dir / "previous" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return out_dir / paths.ARCHIVE_DIR / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def _archive_previous(out_dir: Path) -> None:

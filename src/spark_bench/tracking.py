@@ -1,6 +1,7 @@
 """Experiment tracking: W&B mirrors what the run wrote, never the other way round.
 
-One W&B run per Hydra job, named from the config choices and knobs, grouped by sweep (the
+One W&B run per sweep point (a relaunched or requeued point continues its run, by an id derived
+from its run directory), named from the config choices and knobs, grouped by sweep (the
 multirun's sweep directory, unless ``logger.group`` is set), with the resolved config; at the
 end the scores, breakdown, memory and timings as summary and the per-sample predictions as a
 table, read back from the files the run wrote; the results' provenance (code, library
@@ -11,6 +12,7 @@ anything is logged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,9 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spark_bench import paths
+
 log = logging.getLogger(__name__)
 
 LOGGERS = ("none", "wandb")
+RUN_ID_LENGTH = 20  # hex digits of a W&B run id (W&B allows up to 64 of [a-z0-9_-])
 
 
 class Tracker:
@@ -51,6 +56,8 @@ class WandbTracker(Tracker):
                 config=dict(config),
                 dir=str(run_dir),
                 reinit="finish_previous",  # one W&B run per Hydra job, even in one process
+                id=stable_run_id(run_dir),
+                resume="allow",  # a resumed or requeued point continues its W&B run
             )
         except Exception as err:  # tracking must never cost a benchmark run
             warnings.warn(f"W&B tracking disabled: {err}", stacklevel=2)
@@ -99,6 +106,16 @@ def summary(results: Mapping[str, Any]) -> dict[str, Any]:
     flat |= {f"timing/{k}": v for k, v in results["timing"].items()}
     flat["n_samples"] = results["run"]["n_samples"]
     return flat
+
+
+def stable_run_id(run_dir: Path) -> str:
+    """The W&B run id of a run directory: the same for every start of one point (a relaunch, a
+    SLURM requeue), so that W&B shows one run per point, and a new one after ``rerun=true``
+    (which moves the earlier outputs to ``previous/``: a new attempt, a new W&B run)."""
+    archive = run_dir / paths.ARCHIVE_DIR
+    attempts = len(list(archive.iterdir())) if archive.is_dir() else 0
+    key = f"{run_dir.resolve()}#{attempts}"
+    return hashlib.sha256(key.encode()).hexdigest()[:RUN_ID_LENGTH]
 
 
 def sweep_group() -> str | None:
