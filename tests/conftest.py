@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,15 @@ def prompt(sample) -> str:
     return sample.context + sample.question + sample.answer_prefix
 
 
+def cluster_unavailable(reason: str) -> None:
+    """Skip a slurm test where no cluster can start, with the reason; in CI (``$CI`` set), where
+    ``make test`` installed the cluster, fail instead: a skipped test there hides a broken one."""
+    message = f"no local SLURM cluster here: {reason}"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real single-node SLURM cluster (tests/slurm_cluster.py), or a skip saying why not."""
@@ -64,6 +74,6 @@ def slurm_cluster(tmp_path_factory):
     try:
         cluster.start()
     except ClusterUnavailable as err:
-        pytest.skip(f"no local SLURM cluster here: {err}")
+        cluster_unavailable(str(err))
     yield cluster
     cluster.stop()

@@ -1,11 +1,12 @@
 """A real single-node SLURM cluster on the test machine, for the tests marked ``slurm``.
 
-Debian's ``slurmctld slurmd slurm-client slurmdbd munge mariadb-server`` (installed with
-apt-get when missing) run as root with no systemd: each daemon is started by hand in a private
-directory with its own config, sockets, ports and pid file, and stopped by that pid only, so
-nothing outside the directory is touched. ``slurmdbd`` (on a private MariaDB) is there because
-submitit learns job states from ``sacct``; without accounting a cancelled job would make a
-multirun wait forever. ``KillWait`` is short so that ``scancel`` ends a job at once.
+Debian's ``slurmctld slurmd slurm-client slurmdbd munge mariadb-server`` (installed by ``make
+test`` through ``python -m tests.slurm_cluster install``; a test never installs) run as root
+with no systemd: each daemon is started by hand in a private directory with its own config,
+sockets, ports and pid file, and stopped by that pid only, so nothing outside the directory is
+touched. ``slurmdbd`` (on a private MariaDB) is there because submitit learns job states from
+``sacct``; without accounting a cancelled job would make a multirun wait forever. ``KillWait``
+is short so that ``scancel`` ends a job at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,9 +31,14 @@ class ClusterUnavailable(RuntimeError):
     """This machine cannot run the test cluster (the reason says why)."""
 
 
+def missing_binaries() -> list[str]:
+    return [b for b in BINARIES if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
+
+
 def ensure_installed() -> None:
-    """Install the Debian packages if a binary is missing (root and apt-get needed)."""
-    if all(shutil.which(b) or Path("/usr/sbin", b).exists() for b in BINARIES):
+    """Install the Debian packages if a binary is missing (root and apt-get needed). Run by
+    ``make test`` (``make slurm-packages``) before pytest starts, never by a test."""
+    if not missing_binaries():
         return
     if os.geteuid() != 0:
         raise ClusterUnavailable("not root: cannot apt-get install slurm-wlm and munge")
@@ -81,7 +88,11 @@ class LocalSlurm:
         return self.root.joinpath(*parts)
 
     def start(self) -> LocalSlurm:
-        ensure_installed()
+        missing = missing_binaries()
+        if missing:  # installing is make's job (make slurm-packages), not a test's
+            raise ClusterUnavailable(
+                f"{missing} not installed: `make slurm-packages` installs them (as root, with apt-get)"
+            )
         for sub in ("etc", "run", "log", "state", "spool", "db"):
             self.path(sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.path("run"), 0o755)  # munged wants a socket directory it may trust
@@ -276,3 +287,22 @@ def _port_open(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.2)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.slurm_cluster install``: the Debian packages, where this machine can
+    (root, apt-get); elsewhere it says why not and the slurm tests will skip (fail in CI)."""
+    if argv != ["install"]:
+        print("usage: python -m tests.slurm_cluster install", file=sys.stderr)
+        return 2
+    try:
+        ensure_installed()
+    except ClusterUnavailable as err:
+        print(f"SLURM test cluster packages not installed: {err}", file=sys.stderr)
+        return 0
+    print("SLURM test cluster packages: installed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
