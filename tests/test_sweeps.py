@@ -4,6 +4,7 @@ with a summary, rerun. (The same against a real SLURM cluster: tests/test_slurm.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from omegaconf import OmegaConf
 
 from spark_bench.config import validate
 from spark_bench.sweep import read_jobs
-from tests.conftest import compose_config, group_choices
+from tests.conftest import ROOT, compose_config, group_choices
 from tests.test_runner import run_py
 
 SWEEPS = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
@@ -111,3 +112,29 @@ def test_rerun_moves_earlier_outputs_aside(tmp_path):
     (archived,) = list(results.parent.glob("previous/*/results.json"))
     assert archived.read_text() == first and results.is_file()
     assert (archived.parent / "predictions.jsonl").is_file()
+
+
+def test_cluster_defaults_come_from_one_untracked_local_file(tmp_path):
+    """conf/local/default.yaml (here found on Hydra's search path) fills the SLURM launcher and
+    changes no run's identity; without it the launcher's fields are null as before."""
+    from spark_bench.config import validate
+
+    example = Path(__file__).parents[1] / "conf" / "local" / "example.yaml"
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "default.yaml").write_text(example.read_text())
+    slurm = ["+sweep=longbench_budgets", "hydra/launcher=slurm"]
+    local = compose_config([*slurm, f"hydra.searchpath=[file://{tmp_path}]"])
+    launcher = OmegaConf.to_container(local.hydra.launcher, resolve=True)
+    assert (launcher["partition"], launcher["account"], launcher["qos"]) == ("gpu", "my-lab", None)
+    assert launcher["setup"][0].startswith("source ") and launcher["additional_parameters"] == {}
+    plain = compose_config(slurm)
+    assert plain.hydra.launcher.partition is None and plain.hydra.launcher.setup is None
+    assert validate(local).config_hash == validate(plain).config_hash
+    override = compose_config(
+        [*slurm, f"hydra.searchpath=[file://{tmp_path}]", "hydra.launcher.partition=big"]
+    )
+    assert override.hydra.launcher.partition == "big"  # the command line still wins
+    ignored = subprocess.run(
+        ["git", "check-ignore", "conf/local/default.yaml"], cwd=ROOT, capture_output=True
+    )
+    assert ignored.returncode == 0  # never committed by accident

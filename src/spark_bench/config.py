@@ -56,7 +56,9 @@ DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 # Config keys that do not change a run's outputs: left out of its effective config and hash.
-NOT_OUTPUT_KEYS = ("hydra", "logger", "paths", "rerun", "dry_run", PRESS_RATIO_KEY, RETIRED_WINDOW_KNOB)
+NOT_OUTPUT_KEYS = (
+    "hydra", "logger", "paths", "rerun", "dry_run", "cluster", PRESS_RATIO_KEY, RETIRED_WINDOW_KNOB,
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
