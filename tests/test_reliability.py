@@ -14,7 +14,8 @@ import pytest
 
 from spark_bench import engine, paths
 from spark_bench.config import ConfigError, validate
-from spark_bench.runner import RunLock, run
+from spark_bench.run_lock import RunLock
+from spark_bench.runner import run
 from tests.conftest import read_jsonl
 from tests.test_runner import ROOT, run_py
 
@@ -77,7 +78,7 @@ def test_a_second_process_on_the_same_config_stops_with_a_clear_error(make_confi
     out_dir.mkdir(parents=True)
     with RunLock(out_dir):  # as if another process were running this config
         with pytest.raises(
-            ConfigError, match=rf"another process \(pid {os.getpid()}\) is running this config"
+            ConfigError, match=rf"another process \(pid {os.getpid()} on host [^)]+\) is running this config"
         ):
             run(cfg)
         proc = run_py("model=tiny-llama", "press=snapkv", "logger=none", "max_samples=2", "max_new_tokens=4",

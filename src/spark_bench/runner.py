@@ -8,7 +8,6 @@ continues where it stopped), scores with each task's official metric and writes
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import random
@@ -30,11 +29,11 @@ from spark_bench.models import load_model_once, load_tokenizer
 from spark_bench.presses import build_press
 from spark_bench.progress import Progress
 from spark_bench.results import Prediction, PredictionLog, Results, read_results, write_results
+from spark_bench.run_lock import RunLock
 from spark_bench.tracking import start_tracker
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".lock"
 # The code_version of an answer written before answers recorded theirs.
 UNRECORDED = "unrecorded"
 # rerun=stale: run again the points whose complete results.json other code made.
@@ -98,42 +97,6 @@ def run(cfg: DictConfig) -> Results:
             return results
         finally:
             tracker.finish(failed=failed)
-
-
-class RunLock:
-    """One process per run directory: a second process started with the same config stops
-    with a clear error instead of interleaving its answers with the first's. An flock, so the
-    kernel releases it when the holder dies, even by SIGKILL (on NFS, flock may only be local
-    to a node: do not start the same config on two nodes)."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / LOCK_FILE
-        self.handle = None
-
-    def __enter__(self) -> RunLock:
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise ConfigError(
-                f"another process (pid {holder}) is running this config in {self.path.parent}: "
-                "wait for it to finish or stop it; the same command afterwards continues its work"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self.handle = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
-            self.handle = None
 
 
 def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) -> Results:
