@@ -34,12 +34,14 @@ def sacct_jobs(env) -> list[tuple[str, str]]:
     return [tuple(line.split("|")) for line in out.stdout.splitlines() if line.strip()]
 
 
-def test_a_three_point_sweep_runs_as_slurm_jobs_and_isolates_a_failure(slurm_env, tmp_path):
+def test_a_grid_repeating_configs_submits_each_once_and_isolates_a_failure(slurm_env, tmp_path):
+    """Six points, three configs (snapkv reads no key_ratio): three SLURM jobs, none racing
+    another for its run directory; the point that fails leaves the others complete."""
     before = len(sacct_jobs(slurm_env))
 
     def launch(name: str):
         return run_py(
-            "-m", "+sweep=smoke", *LAUNCH, "press=snapkv", "key_ratio=0.5",
+            "-m", "+sweep=smoke", *LAUNCH, "press=snapkv", "key_ratio=0.5,0.8",
             "dataset.context_length=512,40,600",
             f"paths.results_root={tmp_path / 'res'}", f"hydra.sweep.dir={tmp_path / name}", timeout=600,
         )  # fmt: skip
@@ -47,16 +49,18 @@ def test_a_three_point_sweep_runs_as_slurm_jobs_and_isolates_a_failure(slurm_env
     first = launch("first")  # context_length=40 cannot hold a RULER prompt: that point fails
     assert first.returncode == 1, first.stderr[-3000:]
     jobs = sacct_jobs(slurm_env)[before:]
-    assert len(jobs) == 3, jobs  # three jobs went through the scheduler
+    assert len(jobs) == 3, jobs  # one job per distinct config went through the scheduler
     summary = json.loads((tmp_path / "first" / "summary.json").read_text())
-    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1, "merged": 3}
     (failed,) = [j for j in summary["jobs"] if j["status"] == "failed"]
     assert "dataset.context_length=40" in failed["overrides"] and Path(failed["log"]).is_file()
+    assert "cannot hold the prompt" in failed["error"]  # its own error, not a lock held by a twin
     assert len(list((tmp_path / "res").rglob("results.json"))) == 2
 
     again = launch("again")  # the same sweep: the two finished points are skipped, the failed one reruns
     assert again.returncode == 1
-    assert [j["status"] for j in read_jobs(tmp_path / "again")] == ["skipped", "failed", "skipped"]
+    launched = [j["status"] for j in read_jobs(tmp_path / "again") if j["status"] != "merged"]
+    assert launched == ["skipped", "failed", "skipped"]
 
 
 def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slurm_env, tmp_path):

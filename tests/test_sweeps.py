@@ -50,7 +50,10 @@ def test_dry_run_of_the_paper_grid_lists_the_reference_windows(tmp_path):
                   f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("todo", "done"))]
-    assert len(lines) == 56
+    # 56 points, 41 configs: presses without key pruning read no key_ratio, so their two
+    # key_ratio points are one run, submitted once
+    assert len(lines) == 41 and len({line.split()[-1] for line in lines}) == 41
+    assert "merged at launch: 15 of 56 points" in proc.stdout + proc.stderr
     for press in ("snapkv", "pyramidkv"):
         assert any(f"/llama3.1-8b/{press}/budget128_tw64_" in line for line in lines)
     assert any("/llama3.1-8b/snap_spark/budget128_kr0.8_vr0.0_recmean_tw64_cw32_" in line for line in lines)
@@ -87,7 +90,7 @@ def test_a_failed_point_leaves_the_others_complete_and_a_relaunch_skips_them(tmp
     first = sweep(tmp_path, "first")  # context_length=40 cannot hold a RULER prompt: that point fails
     assert first.returncode == 1
     summary = json.loads((tmp_path / "first" / "summary.json").read_text())
-    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1, "merged": 0}
     (failed,) = [job for job in summary["jobs"] if job["status"] == "failed"]
     assert "dataset.context_length=40" in failed["overrides"] and "cannot hold the prompt" in failed["error"]
     assert Path(failed["log"]).is_file() and "cannot hold the prompt" in Path(failed["log"]).read_text()
@@ -100,6 +103,40 @@ def test_a_failed_point_leaves_the_others_complete_and_a_relaunch_skips_them(tmp
     jobs = read_jobs(tmp_path / "again")
     assert [j["status"] for j in jobs] == ["skipped", "failed", "skipped"]
     assert "sweep: 0 done, 2 skipped, 1 failed" in again.stdout + again.stderr
+
+
+def test_points_of_one_config_run_once_and_the_summary_lists_the_merged_ones(tmp_path):
+    """no_press reads no key_ratio: its two key_ratio points are one run (as are snapkv's)."""
+    grid = [
+        "-m",
+        "+sweep=smoke",
+        "press=no_press,snapkv,snap_spark",
+        f"paths.results_root={tmp_path / 'res'}",
+    ]
+    proc = run_py(*grid, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching 4 jobs locally" in proc.stdout + proc.stderr  # of 6 points
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert summary["counts"] == {"done": 4, "skipped": 0, "failed": 0, "merged": 2}
+
+    def job_of(press: str, key_ratio: float) -> dict:
+        (job,) = [
+            j for j in summary["jobs"] if {f"press={press}", f"key_ratio={key_ratio}"} <= set(j["overrides"])
+        ]
+        return job
+
+    for press in ("no_press", "snapkv"):
+        merged, kept = job_of(press, 0.8), job_of(press, 0.5)
+        assert merged["status"] == "merged" and kept["status"] == "done"
+        assert merged["run_dir"] == kept["run_dir"] and merged["same_as"] == kept["overrides"]
+        assert merged["job"] == kept["job"]
+    assert "2 merged" in proc.stdout + proc.stderr
+    assert len(list((tmp_path / "res").rglob("results.json"))) == 4
+
+    plain = run_py(*grid, "hydra.sweeper.dedupe=false", f"hydra.sweep.dir={tmp_path / 'plain'}")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert "Launching 6 jobs locally" in plain.stdout + plain.stderr  # the switch: every point its job
+    assert sorted(job["status"] for job in read_jobs(tmp_path / "plain")) == ["skipped"] * 6
 
 
 def test_rerun_moves_earlier_outputs_aside(tmp_path):

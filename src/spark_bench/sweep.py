@@ -23,11 +23,15 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from spark_bench.results import atomic_output
+
 log = logging.getLogger(__name__)
 
 JOBS_FILE = "jobs.jsonl"
 SUMMARY_FILE = "summary.json"
-STATUSES = ("done", "skipped", "failed")
+POINTS_FILE = "points.jsonl"  # every point of the launch, written by the sweeper (spark_bench.sweeper)
+# What a job did; "merged": the point was not launched, another point of the sweep runs its config.
+STATUSES = ("done", "skipped", "failed", "merged")
 
 
 def _hydra() -> Any | None:
@@ -71,8 +75,41 @@ def record_job(
         entry["note"] = note
     if error is not None and not isinstance(error, ValueError):  # a bug, not bad input: keep its trace
         entry["traceback"] = "".join(traceback.format_exception(error))[-4000:]
+    _append(Path(hydra_cfg.sweep.dir) / JOBS_FILE, entry)
+
+
+def record_merged(sweep_dir: Path, point: dict[str, Any], runner: dict[str, Any]) -> None:
+    """Record, at launch, a point not launched because ``runner``, another point of the sweep,
+    runs its config (the same run directory)."""
+    entry = {
+        "job": point["job"],
+        "overrides": point["overrides"],
+        "status": "merged",
+        "run_dir": point["run_dir"],
+        "log": None,
+        "error": None,
+        "same_as": runner["overrides"],
+    }
+    _append(Path(sweep_dir) / JOBS_FILE, entry)
+
+
+def write_points(sweep_dir: Path, plan: list[dict[str, Any]]) -> None:
+    """``points.jsonl``: every point of this launch, its run directory and job (or the job it
+    is merged into); replaced whole by a relaunch."""
+    fields = ("overrides", "run_dir", "status", "job", "error")
+    with atomic_output(Path(sweep_dir) / POINTS_FILE) as tmp:
+        tmp.write_text("".join(json.dumps({k: point.get(k) for k in fields}) + "\n" for point in plan))
+
+
+def read_points(sweep_dir: Path) -> list[dict[str, Any]]:
+    path = Path(sweep_dir) / POINTS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append(path: Path, entry: dict[str, Any]) -> None:
     line = (json.dumps(entry) + "\n").encode()
-    path = Path(hydra_cfg.sweep.dir) / JOBS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -91,16 +128,35 @@ def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
         if line.strip():
             entry = json.loads(line)
             newest[tuple(entry["overrides"])] = entry
-    return sorted(newest.values(), key=lambda e: e["job"])
+    return sorted(newest.values(), key=lambda e: (e["job"], e["status"] == "merged"))
+
+
+def common_overrides(points: list[dict[str, Any]]) -> set[str]:
+    """The overrides every point of a sweep has: left out where points are told apart."""
+    sets = [set(point["overrides"]) for point in points]
+    return set.intersection(*sets) if len(sets) > 1 else set()
+
+
+def point_label(overrides: list[str], common: set[str]) -> str:
+    return " ".join(o for o in overrides if o not in common) or " ".join(overrides)
 
 
 def summarize(jobs: list[dict[str, Any]]) -> str:
     counts = Counter(job["status"] for job in jobs)
-    lines = [f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"]
+    common = common_overrides(jobs)
+    head = f"sweep: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+    if counts["merged"]:
+        head += f", {counts['merged']} merged at launch (the config of another point)"
+    lines = [head]
     for job in jobs:
         if job["status"] == "failed":
             lines.append(
                 f"  FAILED #{job['job']} {' '.join(job['overrides'])}: {job['error']} (log: {job['log']})"
+            )
+        elif job["status"] == "merged":
+            lines.append(
+                f"  merged {point_label(job['overrides'], common)}: run by #{job['job']} "
+                f"{point_label(job['same_as'], common)}"
             )
     return "\n".join(lines)
 
