@@ -117,6 +117,32 @@ def test_a_failing_sample_is_recorded_scored_as_wrong_and_retried(make_config, m
     assert second["scores"] == reference["scores"]
 
 
+def test_a_job_interruption_stops_the_run_and_is_not_recorded_as_a_failed_sample(
+    make_config, monkeypatch, tmp_path
+):
+    """submitit's SIGUSR2 handler raises UncompletedJobError (time limit hit, no requeue left)
+    wherever the job is: the run must stop there, not score the sample in hand as empty and go
+    on to write results.json with it."""
+    from submitit.core.utils import UncompletedJobError
+
+    real_answer = engine.answer
+    calls = {"n": 0}
+
+    def interrupted(model, tokenizer, press, prompt, lengths, kv_budget=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+        return real_answer(model, tokenizer, press, prompt, lengths, kv_budget)
+
+    cfg = make_config("press=snapkv")
+    monkeypatch.setattr(engine, "answer", interrupted)
+    with pytest.raises(UncompletedJobError):
+        run(cfg)
+    (predictions,) = list((tmp_path / "results").rglob(paths.PREDICTIONS_FILE))
+    assert [r.get("error") for r in read_jsonl(predictions)] == [None]  # the answer before it only
+    assert not list((tmp_path / "results").rglob("results.json"))
+
+
 def test_a_model_that_cannot_be_found_says_to_use_a_local_path(tmp_path, monkeypatch):
     from spark_bench.models import ModelLoadError, load_model
     from tests.conftest import compose_config

@@ -150,6 +150,8 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
             )
             records = [_record(spec.dataset, s, a) for s, a in zip(group, answers, strict=True)]
         except Exception as err:  # e.g. CUDA out of memory on one very long context
+            if _interrupts_the_job(err):
+                raise
             log.exception("%d sample(s) failed (%s): recorded, the run goes on", len(group), group[0].id)
             records = [_failed_record(sample, err) for sample in group]
             engine.release_memory()
@@ -164,6 +166,18 @@ def _run(cfg: DictConfig, spec: RunSpec, out_dir: Path, config: dict[str, Any]) 
     made_by = provenance.collect(loaded.model)
     made_by["answers_by_code_version"] = dict(Counter(r.get("code_version", UNRECORDED) for r in ordered))
     return _finish(cfg, spec, out_dir, config, ordered, samples, started_at, total_s, made_by)
+
+
+def _interrupts_the_job(err: Exception) -> bool:
+    """Whether ``err`` was raised into the loop by the job's scheduler, not by the sample: on
+    SLURM, submitit's signal handler raises ``UncompletedJobError`` wherever the job is when its
+    time limit comes with no requeue left. Recorded as the sample's failure, that sample would
+    be scored as an empty answer, and a job finishing in its last minutes would publish it."""
+    try:
+        from submitit.core.utils import UncompletedJobError
+    except ImportError:  # no SLURM launcher installed: nothing can raise it
+        return False
+    return isinstance(err, UncompletedJobError)
 
 
 def _warn_of_other_code(earlier: Iterable[Prediction]) -> None:
