@@ -25,6 +25,10 @@ BINARIES = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "mariadb-in
 CLUSTER = "sbtest"
 DB_USER, DB_PASSWORD = "slurm", "spark-bench-test"
 START_TIMEOUT_S = 60
+CRED_EXPIRE_S = 10  # requeued jobs wait this long before they may start again
+# How often the schedulers look at pending jobs (slurm.conf defaults: 60 s main loop, 30 s
+# backfill): a requeued job of the requeue test would otherwise idle half a minute per attempt.
+SCHED_INTERVAL_S = 2
 
 
 class ClusterUnavailable(RuntimeError):
@@ -203,7 +207,9 @@ class LocalSlurm:
                     f"SlurmctldPort={self.ctld_port}",
                     f"SlurmdPort={self.slurmd_port}",
                     "AuthType=auth/munge",
-                    f"AuthInfo=socket={self.munge_socket}",
+                    # cred_expire is also how long a requeued job waits before it may start again
+                    # (120 s by default): short, so a requeue test does not wait minutes per requeue.
+                    f"AuthInfo=socket={self.munge_socket},cred_expire={CRED_EXPIRE_S}",
                     f"StateSaveLocation={self.path('state')}",
                     f"SlurmdSpoolDir={self.path('spool')}",
                     f"SlurmctldPidFile={self.path('run', 'slurmctld.pid')}",
@@ -214,6 +220,7 @@ class LocalSlurm:
                     "TaskPlugin=task/none",
                     "MpiDefault=none",
                     "SchedulerType=sched/backfill",
+                    f"SchedulerParameters=bf_interval={SCHED_INTERVAL_S},sched_interval={SCHED_INTERVAL_S}",
                     "SelectType=select/cons_tres",
                     "SelectTypeParameters=CR_Core_Memory",
                     "DefMemPerCPU=2048",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,6 +18,12 @@ from tests.test_runner import ROOT, run_py
 
 pytestmark = pytest.mark.slurm
 SAMPLES_PER_TASK = 30  # the default dataset (RULER) runs two tasks
+REQUEUE_SAMPLES = 80  # per task, 400 new tokens each: about 2.5 minutes of tiny-model work here
+# SLURM checks time limits every 30 s and signals a job up to 30 s before its signal is due: with
+# 1 s, a 1-minute job is signalled (and requeues itself) 30 to 60 s after it starts, leaving 20
+# to 50 s of answering after the start-up: a few requeues, more than the default 5 may allow.
+SIGNAL_S = 1
+REQUEUE_LIMIT = 10
 LAUNCH = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.mem_gb=3"]
 
 
@@ -110,3 +117,49 @@ def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slur
     assert results["run"]["n_samples"] == 2 * SAMPLES_PER_TASK
     job_logs = "".join(p.read_text() for p in (tmp_path / "second").rglob("*.log"))
     assert f"resuming: {answered} of {2 * SAMPLES_PER_TASK} samples already answered" in job_logs
+
+
+def test_a_point_past_its_time_limit_requeues_itself_and_ends_as_an_uninterrupted_run(
+    slurm_env, tmp_path, monkeypatch
+):
+    """About 2.5 minutes of work under a 1-minute time limit: submitit requeues the job at each
+    limit (SIGUSR2 shortly before), each attempt continues from predictions.jsonl, and the
+    launcher returns once the point is done, with the predictions of an uninterrupted run."""
+    # one thread each: the reference runs alongside the SLURM job on our two cores (four
+    # threads there slow both several times over); the job inherits the launcher's environment
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    point = ["model=tiny-llama", "press=snap_spark", "logger=none", f"dataset.num_samples={REQUEUE_SAMPLES}",
+             "max_new_tokens=400", "dataset.context_length=2048"]  # fmt: skip
+    reference = subprocess.Popen(
+        [sys.executable, "run.py", *point, f"paths.results_root={tmp_path / 'reference'}",
+         f"hydra.run.dir={tmp_path / 'h'}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    sweep = run_py(
+        "-m", *point, *LAUNCH, "hydra.launcher.timeout_min=1", f"hydra.launcher.signal_delay_s={SIGNAL_S}",
+        f"hydra.launcher.max_num_timeout={REQUEUE_LIMIT}", f"paths.results_root={tmp_path / 'res'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=1200,
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-2000:]
+
+    job_logs = sorted((tmp_path / "sweep" / ".submitit").rglob("*_log.*"))  # stderr and stdout, all attempts
+    logs = "".join(p.read_text(errors="replace") for p in job_logs)
+    # one line per requeue from SLURM itself (submitit's own line can be lost: its signal handler
+    # logs into the file the interrupted job may be writing, and logging drops reentrant writes)
+    requeues = len(re.findall(r"\*\*\* JOB \S+ ON \S+ CANCELLED AT \S+ DUE TO JOB REQUEUE", logs))
+    assert requeues >= 1 and "this job is timed-out" in logs, logs[-3000:]
+    resumed = sorted({int(n) for n in re.findall(r"resuming: (\d+) of", logs)})
+    assert len(resumed) == requeues and resumed[0] > 0, logs[-3000:]  # every attempt answered some
+    (results_path,) = (tmp_path / "res").rglob("results.json")
+    (reference_path,) = (tmp_path / "reference").rglob("results.json")
+    results, expected = json.loads(results_path.read_text()), json.loads(reference_path.read_text())
+    assert results["scores"] == expected["scores"] and results["run"]["n_failed"] == 0
+    assert results["run"]["n_samples"] == 2 * REQUEUE_SAMPLES
+
+    def answers(path: Path) -> list[tuple]:
+        rows = [json.loads(line) for line in path.with_name("predictions.jsonl").read_text().splitlines()]
+        return sorted((r["id"], r["prediction"], r["score"]) for r in rows)
+
+    assert answers(results_path) == answers(reference_path)
+    assert [j["status"] for j in read_jobs(tmp_path / "sweep")] == ["done"]
