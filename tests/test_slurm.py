@@ -15,6 +15,7 @@ import pytest
 
 from spark_bench.sweep import read_jobs
 from tests.test_runner import ROOT, run_py
+from tests.test_sweep_status import status_cli
 
 pytestmark = pytest.mark.slurm
 SAMPLES_PER_TASK = 30  # the default dataset (RULER) runs two tasks
@@ -163,3 +164,42 @@ def test_a_point_past_its_time_limit_requeues_itself_and_ends_as_an_uninterrupte
 
     assert answers(results_path) == answers(reference_path)
     assert [j["status"] for j in read_jobs(tmp_path / "sweep")] == ["done"]
+
+
+def test_status_tells_a_sweep_whose_launcher_is_gone(slurm_env, tmp_path):
+    """The launcher killed while its jobs run (a closed terminal): the jobs go on, and `status`
+    says which point runs and which waits, then, once they are over, writes the summary."""
+    point = ["model=tiny-llama", "press=snap_spark", "logger=none", f"dataset.num_samples={SAMPLES_PER_TASK}",
+             "max_new_tokens=96", "dataset.context_length=2048"]  # fmt: skip
+    sweep_dir = tmp_path / "sweep"
+    launcher = subprocess.Popen(
+        [sys.executable, "run.py", "-m", *point, "seed=0,1", *LAUNCH,
+         f"paths.results_root={tmp_path / 'res'}", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=ROOT, env=slurm_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # one job answers (one at a time: each takes the node's 2 CPUs)
+        found = list((tmp_path / "res").rglob("predictions.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.5)
+    launcher.kill()  # as a closed terminal takes it; the SLURM jobs are not its children
+    launcher.wait(timeout=30)
+
+    shown = status_cli(sweep_dir)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.startswith("2 points: 1 todo, 1 running"), shown.stdout
+    assert "samples answered)  [SLURM" in shown.stdout and "RUNNING]" in shown.stdout
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["counts"] == {"done": 0, "skipped": 0, "failed": 0, "merged": 0, "todo": 1, "running": 1}
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and any(
+        state in ("PENDING", "RUNNING", "COMPLETING") for _, state in sacct_jobs(slurm_env)
+    ):
+        time.sleep(1)
+    shown = status_cli(sweep_dir)
+    assert shown.returncode == 0 and shown.stdout.startswith("2 points: 2 done"), shown.stdout
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 0, "merged": 0}
+    assert all(Path(job["log"]).is_file() for job in summary["jobs"])

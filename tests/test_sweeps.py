@@ -74,7 +74,9 @@ def test_dry_run_lists_the_jobs_and_runs_nothing(tmp_path):
                   f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith(("todo", "done"))]
-    assert len(lines) == 4 and all(line.startswith("todo") for line in lines)
+    # 4 points, 3 configs: snapkv reads no key_ratio
+    assert len(lines) == 3 and all(line.startswith("todo") for line in lines)
+    assert "merged at launch: 1 of 4 points" in proc.stdout + proc.stderr
     assert sum("snap_spark-tiny-llama-ruler-cr0.1_kr0.8" in line for line in lines) == 1
     assert not (tmp_path / "res").exists()
 

@@ -87,6 +87,7 @@ def run(cfg: DictConfig) -> Results:
     log.info("run %s/%s/%s -> %s", spec.dataset, spec.model, spec.press, out_dir)
     config = effective_config(cfg, spec.knobs)
     with RunLock(out_dir):
+        sweep.record_job(sweep.STARTED, out_dir)
         tracker = start_tracker(cfg.logger, paths.run_name(spec), config, out_dir)
         failed = True
         try:

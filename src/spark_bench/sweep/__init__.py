@@ -1,14 +1,16 @@
 """Multirun bookkeeping: what each job of a sweep did, and the summary at the end.
 
-Every job of a Hydra multirun (basic launcher or SLURM through submitit) appends one line to
-``<sweep dir>/jobs.jsonl``: done, skipped (a complete ``results.json`` of the same config was
+Every job of a Hydra multirun (basic launcher or SLURM through submitit) appends lines to
+``<sweep dir>/jobs.jsonl``: ``started`` when it holds its run directory (with its host, process
+and SLURM job), then done, skipped (a complete ``results.json`` of the same config was
 already there) or failed (with the error and the job's log file). The ``SweepSummary``
 callback, run by Hydra in the launching process once every job has returned, reads those lines
 and says what happened, so a failed point of a long grid is named with its log, not lost in
 Hydra's exit code. A failed point returns normally to Hydra (``run.py``), so that the other
 points run and the summary is made; the summary then exits 1. (On SLURM the failed point's job
 therefore ends COMPLETED: ``jobs.jsonl`` and ``summary.json`` say what really happened.)
-Outside a multirun nothing is recorded.
+Outside a multirun nothing is recorded. ``python -m spark_bench.sweep status <sweep dir>``
+(``status.py``) tells the same from these files when the launching process is gone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from spark_bench.provenance import slurm_job
 from spark_bench.results import atomic_output
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ SUMMARY_FILE = "summary.json"
 POINTS_FILE = "points.jsonl"  # every point of the launch, written by the sweeper (spark_bench.sweeper)
 # What a job did; "merged": the point was not launched, another point of the sweep runs its config.
 STATUSES = ("done", "skipped", "failed", "merged")
+STARTED = "started"  # a job holds its run directory; its outcome follows
 
 
 def _hydra() -> Any | None:
@@ -57,8 +63,8 @@ def record_job(
     """Append this job's outcome to its sweep's ``jobs.jsonl`` (one short O_APPEND write, so
     concurrent SLURM jobs on a shared filesystem do not interleave lines); ``note`` says more
     (e.g. why a point was skipped)."""
-    if status not in STATUSES:
-        raise ValueError(f"job status {status!r} is not one of {list(STATUSES)}")
+    if status not in (STARTED, *STATUSES):
+        raise ValueError(f"job status {status!r} is not one of {[STARTED, *STATUSES]}")
     hydra_cfg = _hydra()
     if hydra_cfg is None:
         return
@@ -70,12 +76,27 @@ def record_job(
         "run_dir": str(run_dir) if run_dir is not None else None,
         "log": str(output_dir / f"{hydra_cfg.job.name}.log"),
         "error": None if error is None else f"{type(error).__name__}: {error}",
+        # where and when, so that a job that dies without an outcome can be told from a running one
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "slurm_job_id": _slurm_job_id(),
     }
     if note is not None:
         entry["note"] = note
     if error is not None and not isinstance(error, ValueError):  # a bug, not bad input: keep its trace
         entry["traceback"] = "".join(traceback.format_exception(error))[-4000:]
     _append(Path(hydra_cfg.sweep.dir) / JOBS_FILE, entry)
+
+
+def _slurm_job_id() -> str | None:
+    """This job's id as sacct and submitit's folders name it: ``<array>_<task>`` in an array."""
+    job = slurm_job()
+    if job is None:
+        return None
+    if "array_job_id" in job and "array_task_id" in job:
+        return f"{job['array_job_id']}_{job['array_task_id']}"
+    return job["job_id"]
 
 
 def record_merged(sweep_dir: Path, point: dict[str, Any], runner: dict[str, Any]) -> None:
@@ -167,13 +188,22 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = read_jobs(sweep_dir)
+        jobs = [_ended(job) for job in read_jobs(sweep_dir)]
         if not jobs:
             return
         text = summarize(jobs)
         counts = Counter(job["status"] for job in jobs)
         payload = {"counts": {s: counts[s] for s in STATUSES}, "jobs": jobs}
-        (sweep_dir / SUMMARY_FILE).write_text(json.dumps(payload, indent=1))
+        with atomic_output(sweep_dir / SUMMARY_FILE) as tmp:
+            tmp.write_text(json.dumps(payload, indent=1))
         log.info("%s", text)
         if counts["failed"]:
             raise SystemExit(1)
+
+
+def _ended(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's record once every job has returned: one that started and recorded no outcome
+    died on the way (killed, out of memory), which is a failure."""
+    if job["status"] != STARTED:
+        return job
+    return {**job, "status": "failed", "error": "the job ended without recording an outcome (killed?)"}
