@@ -144,10 +144,13 @@ def test_a_job_interruption_stops_the_run_and_is_not_recorded_as_a_failed_sample
 
 
 def test_a_model_that_cannot_be_found_says_to_use_a_local_path(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
     from spark_bench.models import ModelLoadError, load_model
     from tests.conftest import compose_config
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # for run.py below; this process read it at import:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # else it retries the hub
     spec = compose_config(["model=llama3.1-8b", "model.pretrained=no-such-org/no-such-model"]).model
     with pytest.raises(
         ModelLoadError, match=r"cannot load model.pretrained='no-such-org/no-such-model'"
