@@ -168,3 +168,39 @@ def test_works_with_the_kvpress_pipeline_and_generate(tiny):
         ids, max_new_tokens=5, do_sample=False, eos_token_id=None, past_key_values=ChannelSparseCache()
     )
     assert torch.equal(plain, sparse)
+
+
+@pytest.mark.parametrize(
+    ("key_ratio", "value_ratio", "dtype"),
+    [
+        (0.001, 0.5, torch.float32),  # no key channel pruned (floor(λD) = 0), values pruned
+        (0.1, 0.0, torch.bfloat16),  # λ = 0.1 at D = 128 (the key-ratio curve): 12 of 128 pruned
+        (0.1, 0.1, torch.bfloat16),
+    ],
+)
+def test_a_layer_is_stored_packed_only_where_that_is_smaller_than_dense(key_ratio, value_ratio, dtype):
+    """Mask, signs and a_t cost more than the channels they spare at a small λ: those layers are
+    held dense (their rebuilt keys and values, so answers do not change), never above dense."""
+    keys, values = torch.randn(1, 4, 50, 128).to(dtype), torch.randn(1, 4, 50, 128).to(dtype)
+    queries = torch.randn(1, 16, 32, 128).to(dtype)
+    packed_keys = PackedKeys.pack(keys, queries, key_ratio, "mean")
+    stored_values = PackedValues.pack(values, value_ratio) if value_ratio else values
+    dense_bytes = keys.numel() * keys.element_size()  # of the keys, and of the values
+    cache = ChannelSparseCache()
+    cache.update(keys, values, 0)
+    cache.layers[0].store(packed_keys, stored_values)
+    layer = cache.layers[0]
+    assert memory.tensor_bytes(layer.prefix_keys) <= dense_bytes
+    assert memory.tensor_bytes(layer.prefix_values) <= dense_bytes
+    assert torch.equal(layer.keys, sparsify_keys(keys, queries, key_ratio, "mean"))
+    assert torch.equal(layer.values, prune_values(values, value_ratio) if value_ratio else values)
+    layer.crop(20)  # a dense prefill part crops and grows as a packed one does
+    cache.update(keys[:, :, :1], values[:, :, :1], 0)
+    assert layer.get_seq_length() == 21 and layer.packed_length == 20
+    assert torch.equal(layer.keys[:, :, :20], sparsify_keys(keys, queries, key_ratio, "mean")[:, :, :20])
+
+
+def test_packed_keys_at_a_large_ratio_stay_packed():
+    keys, queries = torch.randn(1, 4, 50, 128, dtype=torch.bfloat16), torch.randn(1, 16, 32, 128).bfloat16()
+    cache = one_layer_cache(keys, queries, 0.8)
+    assert isinstance(cache.layers[0].prefix_keys, PackedKeys)

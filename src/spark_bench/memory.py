@@ -33,6 +33,12 @@ def _tensors(obj: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(item)
 
 
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors ``obj`` holds (a tensor, or a dataclass, list, tuple or dict of
+    them), counted by their elements: what storing ``obj`` costs, views aside."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in _tensors(obj))
+
+
 def layer_tensors(layer: Any) -> Iterator[torch.Tensor]:
     """Every tensor a cache layer holds as an attribute (directly, or in a list, tuple, dict or
     dataclass such as the channel-sparse cache's packed keys)."""

@@ -6,6 +6,12 @@ values) packed, plus the tokens generated after the prefill dense (``tail``): de
 there. Each attention call rebuilds that one layer's dense keys on the fly and drops them
 after use, so the whole cache is never materialised at once.
 
+Packing is never allowed to cost more than dense: at a small λ the mask, signs and ``a_t`` of a
+key row outweigh the channels it spares (D = 128 in bf16 at λ = 0.1: 266 bytes for 256), and
+with no channel pruned at all they are pure overhead. ``store`` keeps each part (keys, values)
+packed only where that holds fewer bytes, and otherwise its rebuilt dense tensor: the same
+numbers, so answers do not depend on the choice.
+
 ``layer.keys`` / ``layer.values`` stay readable and assignable for code written against
 ``DynamicLayer`` (kvpress's pipeline slices them to drop an answer): reading rebuilds dense,
 assigning a tensor that starts with the packed prefill keeps the packing.
@@ -18,35 +24,62 @@ from transformers import DynamicCache, DynamicLayer
 from transformers.cache_utils import Cache
 
 from spark_bench.cache.packing import PackedKeys, PackedValues
+from spark_bench.memory import tensor_bytes
+
+Prefix = PackedKeys | PackedValues | torch.Tensor  # a layer's prefill part, packed or dense
 
 
-def _prefix_then_tail(packed: PackedKeys | PackedValues, tail: torch.Tensor) -> torch.Tensor:
-    """The rebuilt prefill followed by the dense tail, rebuilt straight into one buffer (a
-    concatenation would copy the whole layer once more at every decoding step)."""
-    batch, heads, length, dim = packed.shape()
+def _smaller_of(part: PackedKeys | PackedValues | torch.Tensor) -> Prefix:
+    """``part`` if it is dense or its packing holds fewer bytes than dense, else its rebuild."""
+    if isinstance(part, torch.Tensor):
+        return part
+    batch, heads, length, dim = part.shape()
+    element = part.rows.kept.element_size()
+    return part if tensor_bytes(part) < batch * heads * length * dim * element else part.unpack()
+
+
+def _length(prefix: Prefix) -> int:
+    return prefix.shape[-2] if isinstance(prefix, torch.Tensor) else prefix.length
+
+
+def _crop(prefix: Prefix, length: int) -> Prefix:
+    if isinstance(prefix, torch.Tensor):
+        return prefix[:, :, :length]
+    prefix.crop(length)
+    return prefix
+
+
+def _prefix_then_tail(prefix: Prefix, tail: torch.Tensor) -> torch.Tensor:
+    """The prefill (rebuilt if packed) followed by the dense tail, rebuilt straight into one
+    buffer (a concatenation would copy the whole layer once more at every decoding step)."""
+    if isinstance(prefix, torch.Tensor):
+        return torch.cat([prefix, tail], dim=-2)
+    batch, heads, length, dim = prefix.shape()
     out = tail.new_empty((batch, heads, length + tail.shape[-2], dim))
-    packed.unpack(out=out[:, :, :length])
+    prefix.unpack(out=out[:, :, :length])
     out[:, :, length:] = tail
     return out
 
 
 class ChannelSparseLayer(DynamicLayer):
-    """One layer: a packed prefill (keys, and values packed or dense) and a dense tail."""
+    """One layer: a stored prefill (keys and values, each packed or dense) and a dense tail."""
 
     def __init__(self) -> None:
-        self.packed_keys: PackedKeys | None = None
-        self.prefix_values: PackedValues | torch.Tensor | None = None
+        self.prefix_keys: Prefix | None = None
+        self.prefix_values: Prefix | None = None
         self.tail_keys: torch.Tensor | None = None
         self.tail_values: torch.Tensor | None = None
         super().__init__()
 
     @property
     def packed_length(self) -> int:
-        return self.packed_keys.length if self.packed_keys is not None else 0
+        """Tokens of the stored prefill (0 before ``store``)."""
+        return _length(self.prefix_keys) if self.prefix_keys is not None else 0
 
-    def store(self, keys: PackedKeys, values: PackedValues | torch.Tensor) -> None:
-        """Replace this layer's content with a packed prefill (values packed, or dense)."""
-        self.packed_keys, self.prefix_values = keys, values
+    def store(self, keys: PackedKeys | torch.Tensor, values: PackedValues | torch.Tensor) -> None:
+        """Replace this layer's content with a compressed prefill: each part is kept packed
+        where that is smaller than dense, else as its rebuilt dense tensor."""
+        self.prefix_keys, self.prefix_values = _smaller_of(keys), _smaller_of(values)
         self._empty_tails()
 
     def _empty_tails(self) -> None:
@@ -59,10 +92,10 @@ class ChannelSparseLayer(DynamicLayer):
     # -- DynamicLayer's interface ---------------------------------------------------------
     @property
     def keys(self) -> torch.Tensor | None:
-        """Dense keys: the packed prefill rebuilt, then the tail."""
-        if self.packed_keys is None:
+        """Dense keys: the stored prefill (rebuilt if packed), then the tail."""
+        if self.prefix_keys is None:
             return self.tail_keys
-        return _prefix_then_tail(self.packed_keys, self.tail_keys)
+        return _prefix_then_tail(self.prefix_keys, self.tail_keys)
 
     @keys.setter
     def keys(self, tensor: torch.Tensor | None) -> None:
@@ -70,13 +103,10 @@ class ChannelSparseLayer(DynamicLayer):
 
     @property
     def values(self) -> torch.Tensor | None:
-        """Dense values: the prefill's (rebuilt if pruned), then the tail."""
-        if self.packed_keys is None:
+        """Dense values: the stored prefill (rebuilt if packed), then the tail."""
+        if self.prefix_values is None:
             return self.tail_values
-        prefix = self.prefix_values
-        if isinstance(prefix, PackedValues):
-            return _prefix_then_tail(prefix, self.tail_values)
-        return torch.cat([prefix, self.tail_values], dim=-2)
+        return _prefix_then_tail(self.prefix_values, self.tail_values)
 
     @values.setter
     def values(self, tensor: torch.Tensor | None) -> None:
@@ -119,11 +149,8 @@ class ChannelSparseLayer(DynamicLayer):
             self.tail_keys = self.tail_keys[:, :, : max_length - packed]
             self.tail_values = self.tail_values[:, :, : max_length - packed]
             return
-        self.packed_keys.crop(max_length)
-        if isinstance(self.prefix_values, PackedValues):
-            self.prefix_values.crop(max_length)
-        else:
-            self.prefix_values = self.prefix_values[:, :, :max_length]
+        self.prefix_keys = _crop(self.prefix_keys, max_length)
+        self.prefix_values = _crop(self.prefix_values, max_length)
         self._empty_tails()
 
     def dense_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
