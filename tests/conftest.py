@@ -20,6 +20,21 @@ FAST = ["model=tiny-llama", "logger=none", "max_samples=2", "max_new_tokens=4"]
 FAST_RULER = ["dataset.context_length=512"]  # generated RULER contexts only
 
 register_resolvers()
+TEST_SEED = 0  # every test starts from the same random state, whatever ran before it
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    """Seed torch, numpy and random before each test: several draw random tensors, and a test
+    whose outcome depends on the order tests ran in is not a test."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(TEST_SEED)
+    np.random.seed(TEST_SEED)
+    torch.manual_seed(TEST_SEED)
 
 
 def group_choices(group: str) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -161,14 +160,15 @@ def test_run_py_end_to_end_on_a_tiny_model(tmp_path):
         ("press=nosuchpress", "nosuchpress"),
     ],
 )
-def test_run_py_rejects_bad_input_fast(tmp_path, override, message):
-    start = time.monotonic()
+def test_run_py_rejects_bad_input_before_the_model_loads(tmp_path, override, message):
     proc = run_py(
         "logger=none", override, f"paths.results_root={tmp_path}", f"hydra.run.dir={tmp_path / 'h'}"
     )
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
-    assert time.monotonic() - start < 40
+    # "fast" without a clock: the config check fails before the run's first log line, so
+    # neither the data nor the weights were loaded
+    assert "samples from" not in proc.stdout + proc.stderr and "run ruler/" not in proc.stdout + proc.stderr
     assert not list(tmp_path.rglob("results.json"))
 
 
