@@ -20,6 +20,7 @@ from tests.reference.spark_reference import (
     EXAMPLE_GQA_QUERIES,
     EXAMPLE_KEYS,
     EXAMPLE_QUERIES,
+    reference_prune_values,
     reference_sparsify,
 )
 
@@ -197,6 +198,15 @@ def test_adaptive_buckets_round_as_the_reference():
     assert [dim - c for c in counts] == [12, 38, 38, 64, 64, 89, 89, 115]
     zero = adaptive_pruned_count(torch.zeros(1, 1, 1, dim)).item()  # no mass: the reference's p = 0
     assert dim - zero == 12
+
+
+@pytest.mark.parametrize("value_ratio", [0.25, 0.5, 0.8])
+def test_value_pruning_matches_the_plain_loop_reference(value_ratio):
+    values = torch.randn(1, 2, 12, 16)
+    expected = torch.tensor(
+        reference_prune_values(values.double().tolist(), value_ratio), dtype=torch.float64
+    )
+    torch.testing.assert_close(prune_values(values, value_ratio).double(), expected, rtol=0, atol=1e-6)
 
 
 def test_value_pruning_fills_the_signed_mean():

@@ -59,3 +59,44 @@ if __name__ == "__main__":
         for recovery in ("none", "mean"):
             print(ratio, recovery, reference_sparsify(EXAMPLE_KEYS, EXAMPLE_QUERIES, ratio, recovery))
     print("gqa 0.5 mean", reference_sparsify(EXAMPLE_KEYS, EXAMPLE_GQA_QUERIES, 0.5, "mean"))
+
+
+VALUE_MAGNITUDE_WEIGHT = 0.7  # SPARK.md, value pruning: 0.7 magnitude, 0.3 normalised variance
+
+
+def _variance(xs):
+    """Unbiased sample variance (n - 1), as torch.var."""
+    mean = sum(xs) / len(xs)
+    return sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
+
+
+def reference_prune_values(values, value_ratio):
+    """values [b][h][t][D] as nested lists; per token the floor(ρ·D) channels of lowest
+    0.7·|v| + 0.3·diversity take the signed mean of those channels' values, where diversity is
+    the mean of the channel's variance over tokens and the token's variance over channels,
+    divided by its maximum over the head. Ties prune the lower channel first."""
+    dim = len(values[0][0][0])
+    n_pruned = math.floor(value_ratio * dim)
+    out = []
+    for heads in values:
+        out_heads = []
+        for tokens in heads:
+            over_tokens = [_variance([token[c] for token in tokens]) for c in range(dim)]
+            over_channels = [_variance(token) for token in tokens]
+            diversity = [
+                [(over_tokens[c] + over_channels[t]) / 2 for c in range(dim)] for t in range(len(tokens))
+            ]
+            top = max(max(row) for row in diversity)
+            new_tokens = []
+            for t, token in enumerate(tokens):
+                scores = [
+                    VALUE_MAGNITUDE_WEIGHT * abs(token[c])
+                    + (1 - VALUE_MAGNITUDE_WEIGHT) * diversity[t][c] / (top + 1e-8)
+                    for c in range(dim)
+                ]
+                pruned = sorted(range(dim), key=lambda c: (scores[c], c))[:n_pruned]
+                fill = sum(token[c] for c in pruned) / n_pruned if pruned else 0.0
+                new_tokens.append([fill if c in pruned else token[c] for c in range(dim)])
+            out_heads.append(new_tokens)
+        out.append(out_heads)
+    return out
