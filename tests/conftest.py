@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
-from spark_bench.benchmarking import compose_config  # the one composer, shared with benchmarks/
 from spark_bench.config import register_resolvers
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-# Overrides that make a run take seconds: a random tiny model, short contexts, no tracking.
-FAST = ["model=tiny-llama", "logger=none", "max_samples=2", "max_new_tokens=4"]
-FAST_RULER = ["dataset.context_length=512"]  # generated RULER contexts only
+from tests.helpers import FAST, FAST_RULER, cluster_unavailable, compose_config
 
 register_resolvers()
 TEST_SEED = 0  # every test starts from the same random state, whatever ran before it
@@ -37,10 +29,6 @@ def _seeded() -> None:
     torch.manual_seed(TEST_SEED)
 
 
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """compose_config with FAST defaults and results under tmp_path."""
@@ -53,10 +41,6 @@ def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="session")
 def count_tokens() -> Callable[[str], int]:
     """Token counts of the embedded tokenizer, as the RULER generators fit lengths."""
@@ -64,20 +48,6 @@ def count_tokens() -> Callable[[str], int]:
 
     tokenizer = embedded_tokenizer()
     return lambda text: len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
-
-
-def prompt(sample) -> str:
-    """The whole prompt of a sample, before any chat template."""
-    return sample.context + sample.question + sample.answer_prefix
-
-
-def cluster_unavailable(reason: str) -> None:
-    """Skip a slurm test where no cluster can start, with the reason; in CI (``$CI`` set), where
-    ``make test`` installed the cluster, fail instead: a skipped test there hides a broken one."""
-    message = f"no local SLURM cluster here: {reason}"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

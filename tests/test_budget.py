@@ -9,7 +9,7 @@ from transformers import DynamicCache
 
 from spark_bench.models import load_model
 from spark_bench.presses.budget import budget_ratio, set_token_budget, token_presses
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 @pytest.mark.parametrize("tokens", [129, 500, 1000, 1023, 4097, 131072])

@@ -3,7 +3,6 @@ and a table says when its runs were made by different code (issue: results you c
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from pathlib import Path
@@ -14,64 +13,8 @@ import pytest
 
 from spark_bench.labels import label_runs
 from spark_bench.report import SKIPPED_NOTE, SUPERSEDED_NOTE, main, markdown_tables, write_report
-from spark_bench.results import load_results, paper_table, relative_scores, write_results
-
-BASE_CONFIG = {
-    "model": {"name": "llama3.1-8b", "loader": "hub", "pretrained": "meta-llama/Llama-3.1-8B-Instruct",
-              "dtype": "bfloat16", "attn_implementation": "sdpa", "max_prompt_tokens": 127500},
-    "dataset": {"name": "ruler", "tasks": ["niah_single_1", "niah_single_2"], "context_length": 4096,
-                "num_samples": 100, "source": "generate"},
-    "press": {"_target_": "spark_bench.presses.SnapSparkPress", "key_ratio": 0.8, "recovery": "mean",
-              "window_size": 32, "press": {"_target_": "kvpress.SnapKVPress", "window_size": 64,
-                                           "kernel_size": 5}},
-    "compression_ratio": 0.5, "kv_budget": None, "key_ratio": 0.8, "value_ratio": 0.0,
-    "recovery": "mean", "token_window": 64, "channel_window": 32, "compress_questions": True,
-    "max_samples": None, "seed": 42, "max_new_tokens": None,
-}  # fmt: skip
-RUN_KNOBS = ("compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery")
-
-
-def write_run(root: Path, name: str, average: float, changes: dict | None = None, **extra) -> Path:
-    """A results.json as the runner writes it, for the base config with ``changes`` (dotted
-    keys reach into the nested blocks: ``dataset.context_length``)."""
-    config = copy.deepcopy(BASE_CONFIG)
-    for key, value in (changes or {}).items():
-        *parents, leaf = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    scores = {"niah_single_1": average, "niah_single_2": average, "average": average}
-    results = {
-        "schema": 1,
-        "run": {
-            "model": extra.get("model", "llama3.1-8b"),
-            "press": extra.get("press", "snap_spark"),
-            "dataset": "ruler",
-            "tasks": config["dataset"]["tasks"],
-            **{k: config[k] for k in RUN_KNOBS},
-            "token_window": config["token_window"],
-            "channel_window": config["channel_window"],
-            "seed": config["seed"],
-            "n_samples": 200,
-            "n_failed": 0,
-            "git_sha": "a" * 40,
-            "started_at": "2026-12-01T10:00:00+00:00",
-            "finished_at": extra.get("finished_at", "2026-12-01T11:00:00+00:00"),
-            "config_hash": extra.get("config_hash", name),
-            "config": config,
-        },
-        "scores": scores,
-        "breakdown": {},
-        "memory": {"kv_cache_bytes": 300, "kv_cache_dense_bytes": 1000, "peak_gpu_bytes": None,
-                   "peak_rss_bytes": 1},
-        "timing": {"prefill_s": 1.0, "decode_s": 1.0, "total_s": 2.0},
-        "provenance": {"code_version": extra.get("code_version", "a" * 12), "versions": {"torch": "2.13.0"}},
-    }  # fmt: skip
-    path = root / name / "results.json"
-    write_results(path, results)
-    return path
-
+from spark_bench.results import load_results, paper_table, relative_scores
+from tests.helpers.results_trees import write_run
 
 # One knob at a time: (override, base value, the other value, the words a reader must see).
 ONE_KNOB = [

@@ -8,7 +8,7 @@ from hydra.errors import MissingConfigException
 from spark_bench.config import ConfigError, press_knobs, validate
 from spark_bench.presses import build_press
 from spark_bench.presses.budget import token_presses
-from tests.conftest import compose_config, group_choices
+from tests.helpers import compose_config, group_choices
 
 MODELS = group_choices("model")
 PRESSES = group_choices("press")

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.test_runner import ROOT
+from tests.helpers import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+, as CI
 
@@ -73,3 +73,16 @@ def test_every_declared_dependency_is_imported():
     imported = set().union(*_distributions(_imported_modules()).values())
     unused = (required | optional) - imported - set(USED_WITHOUT_IMPORT)
     assert not unused, f"declared in pyproject.toml but never imported: {sorted(unused)}"
+
+
+def test_test_modules_share_helpers_not_each_other():
+    """Shared test code lives in tests/helpers; a test module imported by another runs its
+    module-level code twice and ties the two together."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                leaf = node.module.split(".")[-1]
+                if node.module.startswith("tests.") and (leaf.startswith("test_") or leaf == "conftest"):
+                    offenders.append(f"{path.relative_to(ROOT)}: from {node.module} import ...")
+    assert not offenders, offenders

@@ -12,7 +12,7 @@ import pytest
 from spark_bench import data
 from spark_bench.data import longbench, longbench_v2, ruler
 from spark_bench.tasks import main as tasks_main
-from tests.test_runner import ROOT, run_py
+from tests.helpers import ROOT, run_py
 
 HYDRA_ONLY = {"hydra"}  # conf/hydra holds Hydra's own groups, shown as hydra/launcher=slurm
 

@@ -19,7 +19,7 @@ from spark_bench.models import (
     load_model,
     repair_embedded_tokenizer,
 )
-from tests.conftest import ROOT, compose_config
+from tests.helpers import ROOT, compose_config
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from spark_bench import engine
 from spark_bench.data import Sample
 from spark_bench.models import embedded_tokenizer, load_model
 from spark_bench.runner import prefill_groups, run
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 def sample(

@@ -19,7 +19,7 @@ from spark_bench.data import longbench, longbench_v2
 from spark_bench.data.hub import DataSourceError
 from spark_bench.data.ruler import sources as ruler_sources
 from spark_bench.runner import run
-from tests.conftest import ROOT, compose_config, read_jsonl
+from tests.helpers import ROOT, compose_config, read_jsonl
 
 # Where the kvpress script that built the hub copy cuts each official prompt (the text its
 # "question" column starts with) and the answer prefix it splits off (kvpress

@@ -11,37 +11,15 @@ from spark_bench.data import longbench
 from spark_bench.data.truncation import truncate_middle
 from spark_bench.models import embedded_tokenizer
 from spark_bench.runner import run
-from tests.conftest import read_jsonl
-
-TREC_CLASSES = ["Description", "Entity", "Abbreviation", "Human being", "Location", "Numeric value"]
-
-
-def write_official(directory, task: str, n: int, words: int = 300) -> None:
-    """Records shaped like the official LongBench jsonl (fields of THUDM/LongBench data.zip)."""
-    lines = []
-    for i in range(n):
-        lines.append(
-            json.dumps(
-                {
-                    "input": f"Question number {i}?",
-                    "context": " ".join(f"word{j}" for j in range(words)),
-                    "answers": ["Description"] if task == "trec" else [f"answer {i}"],
-                    "length": words,
-                    "dataset": task,
-                    "language": "en",
-                    "all_classes": TREC_CLASSES if task == "trec" else None,
-                    "_id": f"id{i}",
-                }
-            )
-        )
-    (directory / f"{task}.jsonl").write_text("\n".join(lines) + "\n")
+from tests.helpers import read_jsonl
+from tests.helpers.longbench_files import TREC_CLASSES, write_longbench
 
 
 def test_local_files_run_end_to_end(make_config, tmp_path):
     data = tmp_path / "longbench"
     data.mkdir()
     for task in ("hotpotqa", "trec"):
-        write_official(data, task, 3)
+        write_longbench(data, task, 3)
     cfg = make_config("dataset=longbench", f"dataset.data_dir={data}", "dataset.tasks=[hotpotqa,trec]")
     results = run(cfg)
     assert results["run"]["dataset"] == "longbench" and results["run"]["n_samples"] == 4  # max_samples=2
@@ -52,7 +30,7 @@ def test_local_files_run_end_to_end(make_config, tmp_path):
 
 
 def test_samples_carry_the_official_prompt_and_classes(tmp_path):
-    write_official(tmp_path, "trec", 2)
+    write_longbench(tmp_path, "trec", 2)
     records = longbench.load_records("trec", str(tmp_path))
     (sample, _) = longbench.to_samples("trec", records)
     assert sample.context + sample.question == longbench.build_prompt("trec", records[0])
@@ -62,11 +40,11 @@ def test_samples_carry_the_official_prompt_and_classes(tmp_path):
 
 
 def test_bad_data_dirs_name_the_problem(tmp_path):
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     with pytest.raises(ConfigError, match=r"dataset\.data_dir=/nonexistent/dir is not a directory"):
         validate(compose_config(["dataset=longbench", "dataset.data_dir=/nonexistent/dir"]))
-    write_official(tmp_path, "hotpotqa", 1)
+    write_longbench(tmp_path, "hotpotqa", 1)
     with pytest.raises(ConfigError, match=r"lacks \['qasper.jsonl'\]"):
         validate(
             compose_config(
@@ -102,7 +80,7 @@ def test_middle_truncation_keeps_both_ends_and_the_question():
 def test_runner_truncates_long_prompts_and_says_so(make_config, tmp_path, caplog):
     data = tmp_path / "lb"
     data.mkdir()
-    write_official(data, "hotpotqa", 1, words=2000)
+    write_longbench(data, "hotpotqa", 1, words=2000)
     cfg = make_config(
         "dataset=longbench",
         f"dataset.data_dir={data}",
@@ -185,7 +163,7 @@ def test_kvpress_copy_of_the_paper_gives_the_official_prompt():
 def test_question_fed_after_compression_appears_once(make_config, tmp_path):
     data = tmp_path / "lbq"
     data.mkdir()
-    write_official(data, "hotpotqa", 2)
+    write_longbench(data, "hotpotqa", 2)
     cfg = make_config(
         "dataset=longbench",
         f"dataset.data_dir={data}",

@@ -12,22 +12,10 @@ from spark_bench.config import ConfigError, validate
 from spark_bench.data import build_prompt, longbench_v2, max_new_tokens, uses_chat_template
 from spark_bench.metrics.longbench_v2 import extract_answer
 from spark_bench.runner import run
-from tests.conftest import compose_config, read_jsonl
+from tests.helpers import compose_config, read_jsonl
+from tests.helpers.longbench_files import V2_RECORD as RECORD
+from tests.helpers.longbench_files import write_longbench, write_longbench_v2
 
-RECORD = {
-    "_id": "66f36490821e116aacb2cc22",
-    "domain": "Single-Document QA",
-    "sub_domain": "Financial",
-    "difficulty": "easy",
-    "length": "short",
-    "question": " Which company grew fastest? ",
-    "choice_A": "Acme",
-    "choice_B": " Globex ",
-    "choice_C": "Initech",
-    "choice_D": "Umbrella",
-    "answer": "B",
-    "context": "\n  The annual report says Globex grew 40%.  \n",
-}
 # prompts/0shot.txt filled by hand: fields stripped, no trailing newline.
 GOLDEN = (
     "Please read the following text and answer the question below.\n\n<text>\n"
@@ -92,28 +80,10 @@ def test_summary_average_is_overall_accuracy_and_breakdown_by_difficulty_and_len
     assert breakdown == {"all": {"easy": 100.0, "hard": 66.7, "short": 100.0, "medium": None, "long": 50.0}}
 
 
-def write_official(directory, per_domain: int = 2) -> None:
-    """A data.json shaped like the official LongBench-v2 release (one JSON list)."""
-    records = []
-    for d, domain in enumerate(longbench_v2.DOMAINS.values()):
-        for i in range(per_domain):
-            records.append(
-                {
-                    **RECORD,
-                    "_id": f"id{d}-{i}",
-                    "domain": domain,
-                    "difficulty": ("easy", "hard")[i % 2],
-                    "length": ("short", "medium", "long")[i % 3],
-                    "context": " ".join(f"word{j}" for j in range(200)),
-                }
-            )
-    (directory / "data.json").write_text(json.dumps(records))
-
-
 def test_local_release_runs_end_to_end(make_config, tmp_path):
     data = tmp_path / "v2"
     data.mkdir()
-    write_official(data)
+    write_longbench_v2(data)
     cfg = make_config(
         "dataset=longbench_v2",
         f"dataset.data_dir={data}",
@@ -148,8 +118,7 @@ def test_jsonl_copies_and_bad_data_dirs(tmp_path):
 @pytest.mark.parametrize("benchmark", ["longbench", "longbench_v2", "ruler"])
 def test_run_py_runs_each_benchmark_from_local_files(benchmark, tmp_path):
     """`python run.py dataset=<benchmark> dataset.data_dir=<fixtures> model=tiny-llama`."""
-    from tests.test_longbench_runs import write_official as write_longbench
-    from tests.test_runner import run_py
+    from tests.helpers import run_py
 
     data = tmp_path / "data"
     data.mkdir()
@@ -157,7 +126,7 @@ def test_run_py_runs_each_benchmark_from_local_files(benchmark, tmp_path):
         write_longbench(data, "qasper", 2)
         extra = [f"dataset.data_dir={data}", "dataset.tasks=[qasper]"]
     elif benchmark == "longbench_v2":
-        write_official(data)
+        write_longbench_v2(data)
         extra = [f"dataset.data_dir={data}", "dataset.tasks=[multi_document_qa]"]
     else:  # the default RULER source: generated, no files, no download
         extra = ["dataset.context_length=1024", "dataset.tasks=[vt,qa_2]"]

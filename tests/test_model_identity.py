@@ -12,7 +12,7 @@ from spark_bench.config import validate
 from spark_bench.models import load_model
 from spark_bench.report import main as report_main
 from spark_bench.runner import run
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 @pytest.mark.parametrize(

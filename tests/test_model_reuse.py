@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from spark_bench import models
 from spark_bench.runner import run
-from tests.conftest import compose_config, read_jsonl
-from tests.test_runner import run_py
+from tests.helpers import compose_config, read_jsonl, run_py
 
 
 def test_the_same_model_is_loaded_once_and_another_replaces_it():

@@ -9,7 +9,7 @@ import nbclient
 import nbformat
 import pytest
 
-from tests.test_report import golden_tree
+from tests.helpers.results_trees import golden_tree, write_run
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ["longbench_tables", "ratio_curves", "memory_accuracy"]
@@ -97,7 +97,6 @@ def test_the_kernel_runs_this_interpreter(kernel_env):
 @pytest.mark.parametrize("name", NAMES)
 def test_notebooks_keep_runs_that_differ_in_a_knob_apart(name, kernel_env, monkeypatch):
     """RULER at 4k and 128k, and 4k with recovery=none: three numbers, never their mean."""
-    from tests.test_comparisons import write_run
 
     root = kernel_env / "results"
     write_run(root, "4k", 95.0)

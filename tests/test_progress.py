@@ -61,7 +61,7 @@ def test_on_a_terminal_the_bar_and_no_lines(caplog, capsys):
 
 
 def test_a_run_off_a_terminal_logs_its_progress_into_its_job_log(tmp_path):
-    from tests.test_runner import run_py
+    from tests.helpers import run_py
 
     proc = run_py("model=tiny-llama", "press=snapkv", "logger=none", "max_samples=2", "max_new_tokens=4",
                   "dataset.context_length=512", f"paths.results_root={tmp_path / 'res'}",

@@ -13,7 +13,7 @@ import torch
 from spark_bench import provenance
 from spark_bench.results import load_results
 from spark_bench.runner import plan, run
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_results_say_which_code_libraries_and_machine_made_them(make_config, monkeypatch):

@@ -16,8 +16,7 @@ from spark_bench import engine, paths
 from spark_bench.config import ConfigError, validate
 from spark_bench.run_lock import RunLock
 from spark_bench.runner import run
-from tests.conftest import read_jsonl
-from tests.test_runner import ROOT, run_py
+from tests.helpers import ROOT, read_jsonl, run_py
 
 # Fields that legitimately differ between two runs of one config: clocks and the machine's state.
 VOLATILE_RUN = ("started_at", "finished_at")
@@ -147,7 +146,7 @@ def test_a_model_that_cannot_be_found_says_to_use_a_local_path(tmp_path, monkeyp
     import huggingface_hub.constants
 
     from spark_bench.models import ModelLoadError, load_model
-    from tests.conftest import compose_config
+    from tests.helpers import compose_config
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # for run.py below; this process read it at import:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # else it retries the hub

@@ -11,6 +11,7 @@ from spark_bench.data import longbench
 from spark_bench.report import PAPER_NOTE, main, markdown_tables
 from spark_bench.results import load_results
 from spark_bench.runner import run
+from tests.helpers.results_trees import fake_results, golden_tree
 
 
 def test_results_tree_to_frame_and_table(make_config, tmp_path, capsys):
@@ -44,65 +45,6 @@ def test_the_newest_run_of_a_config_wins(make_config, tmp_path):
     copy.write_text(json.dumps(stale))
     frame = load_results(root)
     assert len(frame) == 3 and (frame["score"] != 12.5).all()
-
-
-def fake_results(
-    root,
-    press,
-    key_ratio,
-    scores,
-    kv_bytes,
-    budget=None,
-    ratio=0.5,
-    finished="2026-11-25T10:00:00+00:00",
-    config=None,
-    name=None,
-):
-    """A schema-1 results.json with chosen figures, as a finished run writes it."""
-    from spark_bench.results import write_results
-
-    run_block = {
-        "model": "llama3.1-8b",
-        "press": press,
-        "dataset": "longbench",
-        "tasks": list(scores),
-        "compression_ratio": None if budget else ratio,
-        "kv_budget": budget,
-        "key_ratio": key_ratio,
-        "value_ratio": 0.0 if key_ratio else None,
-        "recovery": "mean" if key_ratio else None,
-        "seed": 42,
-        "n_samples": 10,
-        "git_sha": None,
-        "started_at": finished,
-        "finished_at": finished,
-        "config_hash": f"{press}{key_ratio}{budget}",
-        "config": config or {"token_window": 64, "channel_window": 32, "compress_questions": True},
-    }
-    results = {
-        "schema": 1,
-        "run": run_block,
-        "scores": {**scores, "average": round(sum(scores.values()) / len(scores), 2)},
-        "breakdown": {},
-        "memory": {
-            "kv_cache_bytes": kv_bytes,
-            "kv_cache_dense_bytes": 1000,
-            "peak_gpu_bytes": None,
-            "peak_rss_bytes": 1,
-        },
-        "timing": {"prefill_s": 1.0, "decode_s": 1.0, "total_s": 2.0},
-    }
-    path = root / (name or f"{press}_{key_ratio}_{budget}") / "results.json"
-    path.parent.mkdir(parents=True)
-    write_results(path, results)
-
-
-def golden_tree(root):
-    fake_results(root, "snapkv", None, {"qasper": 40.0, "trec": 60.0}, 500)
-    fake_results(root, "snap_spark", 0.5, {"qasper": 39.5, "trec": 61.0}, 400)
-    fake_results(root, "snap_spark", 0.8, {"qasper": 35.25, "trec": 58.0}, 330)
-    fake_results(root, "snap_think", 0.5, {"qasper": 30.0, "trec": 50.0}, 500)
-    fake_results(root, "snapkv", None, {"qasper": 20.0, "trec": 30.0}, 100, budget=128)
 
 
 GOLDEN_MARKDOWN = """### llama3.1-8b · longbench · compression_ratio=0.5
@@ -232,7 +174,7 @@ def test_the_report_prints_the_papers_value_beside_cells_of_its_config(tmp_path)
 
 def test_published_numbers_name_valid_configs():
     from spark_bench.paper import published
-    from tests.conftest import group_choices
+    from tests.helpers import group_choices
 
     frame = published()
     assert len(frame) >= 6 and frame["source"].str.contains("2508.15212").all()

@@ -8,7 +8,7 @@ from spark_bench import metrics
 from spark_bench.data import max_new_tokens, ruler, uses_chat_template
 from spark_bench.data.ruler.haystack import NOISE_SENTENCE
 from spark_bench.metrics.ruler import postprocess, string_match_all, string_match_part
-from tests.conftest import prompt
+from tests.helpers import prompt
 
 
 @pytest.mark.parametrize("task", ruler.NIAH_TASKS)

@@ -12,7 +12,7 @@ import pytest
 from spark_bench.config import ConfigError, validate
 from spark_bench.data import ruler
 from spark_bench.data.ruler import qa, sources
-from tests.conftest import compose_config, prompt
+from tests.helpers import compose_config, prompt
 
 # RULER's rule: prompt + generated tokens <= context length. "Within 2%" is the promise.
 LENGTH_TOLERANCE = 0.02

@@ -17,7 +17,7 @@ import pytest
 from spark_bench import run_lock
 from spark_bench.config import ConfigError
 from spark_bench.run_lock import FALLBACK_LOCK, LOCK_FILE, RunLock
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture

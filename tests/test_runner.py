@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -12,7 +11,7 @@ from spark_bench import paths
 from spark_bench.config import validate
 from spark_bench.results import Prediction, Results, read_results
 from spark_bench.runner import run
-from tests.conftest import ROOT, read_jsonl
+from tests.helpers import read_jsonl, run_py
 
 RESULT_KEYS = Results.__annotations__
 PREDICTION_KEYS = set(Prediction.__annotations__) - {"error"}  # "error" only on a failed sample
@@ -128,12 +127,6 @@ def test_different_configs_never_share_a_directory(make_config):
         "ruler",
         "tiny-llama",
         "snap_spark",
-    )
-
-
-def run_py(*overrides: str, cwd=ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "run.py", *overrides], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from spark_bench.sweep import read_jobs
-from tests.test_runner import ROOT, run_py
-from tests.test_sweep_status import status_cli
+from tests.helpers import ROOT, run_py, status_cli
 
 pytestmark = pytest.mark.slurm
 SAMPLES_PER_TASK = 30  # the default dataset (RULER) runs two tasks

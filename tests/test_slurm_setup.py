@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests import slurm_cluster
-from tests.conftest import ROOT, cluster_unavailable
+from tests.helpers import ROOT, cluster_unavailable
 
 
 def test_a_missing_cluster_is_reported_not_installed_by_the_test(tmp_path, monkeypatch):

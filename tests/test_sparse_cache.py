@@ -19,7 +19,7 @@ from spark_bench.cache import (
 from spark_bench.data import Sample
 from spark_bench.models import load_model
 from spark_bench.presses.spark import SparKPress, prune_values, sparsify_keys
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 
 def test_bits_round_trip():

@@ -5,24 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 
 from spark_bench import paths, sweep
 from spark_bench.sweep import status
-from tests.test_runner import ROOT, run_py
+from tests.helpers import run_py, status_cli
 
 DEAD_PID = 2**22 + 1  # above Linux's pid_max default: no process has it
-
-
-def status_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "spark_bench.sweep", "status", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_after_a_finished_sweep_status_writes_the_summary_the_launcher_wrote(tmp_path):

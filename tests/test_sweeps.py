@@ -12,8 +12,7 @@ from omegaconf import OmegaConf
 
 from spark_bench.config import validate
 from spark_bench.sweep import read_jobs
-from tests.conftest import ROOT, compose_config, group_choices
-from tests.test_runner import run_py
+from tests.helpers import ROOT, compose_config, group_choices, run_py
 
 SWEEPS = sorted(p.stem for p in (Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
 

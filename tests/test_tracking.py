@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 
 from spark_bench.tracking import WandbTracker, summary
-from tests.test_runner import run_py
-from tests.wandb_records import run_contents
+from tests.helpers import run_py
+from tests.helpers.wandb_records import run_contents
 
 
 def test_a_two_point_multirun_writes_two_offline_runs(tmp_path):

@@ -18,10 +18,8 @@ from spark_bench.data import files, longbench, longbench_v2
 from spark_bench.data.ruler import sources
 from spark_bench.models import ModelLoadError, load_tokenizer
 from spark_bench.results import Prediction, PredictionLog
-from tests.conftest import FAST, FAST_RULER, compose_config
-from tests.test_longbench_runs import write_official as write_longbench
-from tests.test_longbench_v2 import RECORD as V2_RECORD
-from tests.test_runner import run_py
+from tests.helpers import FAST, FAST_RULER, compose_config, run_py
+from tests.helpers.longbench_files import V2_RECORD, write_longbench
 
 # A case writes its files under the test's directory and says what run.py is given and which
 # words its one line must hold (the value, the file and line, the fix).

@@ -18,7 +18,7 @@ from spark_bench.presses import build_press, set_token_budget
 from spark_bench.presses.pyramidkv import PyramidKVPress
 from spark_bench.presses.spark import SparKPress, window_queries
 from spark_bench.runner import run
-from tests.conftest import compose_config, group_choices
+from tests.helpers import compose_config, group_choices
 
 PRESSES = group_choices("press")
 TINY = ["tiny-llama", "tiny-qwen3", "tiny-mistral"]

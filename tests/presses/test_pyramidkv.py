@@ -15,7 +15,7 @@ from spark_bench.models import load_model
 from spark_bench.presses import build_press, set_token_budget
 from spark_bench.presses.budget import token_presses
 from spark_bench.presses.pyramidkv import layer_budgets
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 LAYERS = 32  # Llama-3.1-8B
 BUDGETS = (128, 512, 1024, 2048)  # the paper's LongBench budgets
