@@ -50,8 +50,8 @@ slurm-packages: install-test ## the Debian packages of the slurm tests' local cl
 test: install-test slurm-packages ## the whole pytest suite, slow (embedded model) and slurm tests included
 	$(PY) -m pytest
 
-test-fast: install-test ## the suite without the slow embedded-model tests
-	$(PY) -m pytest -m "not slow"
+test-fast: install-test ## the in-process tests only: no embedded model, SLURM cluster or subprocess
+	$(PY) -m pytest -m "not slow and not slurm and not subprocess"
 
 bench: install ## every benchmark in full (tens of minutes on a CPU); figures in bench.json
 	$(PY) -m benchmarks --json bench.json

@@ -86,3 +86,48 @@ def test_test_modules_share_helpers_not_each_other():
                 if node.module.startswith("tests.") and (leaf.startswith("test_") or leaf == "conftest"):
                     offenders.append(f"{path.relative_to(ROOT)}: from {node.module} import ...")
     assert not offenders, offenders
+
+
+def _spawning_tests(path) -> dict[str, set[str]]:
+    """Test name -> its markers, for each test of ``path`` that starts a process, directly or
+    through a function of its module that does."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+    def calls(node) -> set[str]:
+        names = set()
+        for call in ast.walk(node):
+            if isinstance(call, ast.Call):
+                func = call.func
+                if isinstance(func, ast.Name):
+                    names.add(func.id)
+                elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+                    names.add(f"{func.value.id}.{func.attr}")
+        return names
+
+    spawning = {"run_py", "status_cli", "subprocess.run", "subprocess.Popen"}
+    while True:  # module functions that call a spawning one spawn too
+        more = {name for name, node in functions.items() if calls(node) & spawning} - spawning
+        if not more:
+            break
+        spawning |= more
+    module_marks = {
+        ast.unparse(node.value) for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "pytestmark" for t in node.targets)
+    }  # fmt: skip
+    return {
+        name: {ast.unparse(d) for d in node.decorator_list} | module_marks
+        for name, node in functions.items()
+        if name.startswith("test_") and calls(node) & spawning
+    }
+
+
+def test_tests_that_start_a_process_say_so():
+    """`make test-fast` deselects subprocess, slow and slurm tests: a test that starts run.py or
+    another Python process must carry one of those markers."""
+    unmarked = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for name, marks in _spawning_tests(path).items():
+            if not any(m in mark for mark in marks for m in ("subprocess", "slow", "slurm")):
+                unmarked.append(f"{path.relative_to(ROOT)}::{name}")
+    assert not unmarked, f"start a process without @pytest.mark.subprocess: {unmarked}"

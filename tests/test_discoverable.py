@@ -17,6 +17,7 @@ from tests.helpers import ROOT, run_py
 HYDRA_ONLY = {"hydra"}  # conf/hydra holds Hydra's own groups, shown as hydra/launcher=slurm
 
 
+@pytest.mark.subprocess
 def test_help_names_the_tool_and_describes_every_config_group():
     proc = run_py("--help")
     assert proc.returncode == 0, proc.stderr
@@ -46,6 +47,7 @@ def test_tasks_lists_every_task_of_a_benchmark_with_its_length_and_metric(benchm
         assert trec.split()[2:] == ["no", "classification"]  # no chat template, its official metric
 
 
+@pytest.mark.subprocess
 def test_tasks_of_an_unknown_benchmark_is_one_line():
     command = [sys.executable, "-m", "spark_bench.tasks", "lngbench"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)

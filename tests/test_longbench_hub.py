@@ -183,6 +183,7 @@ def test_an_unreachable_hub_fails_before_the_model_loads(make_config, monkeypatc
     assert "dataset.data_dir=<dir>" in message and "\n" not in message
 
 
+@pytest.mark.subprocess
 def test_run_py_says_an_unreachable_hub_in_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # no network call
     proc = subprocess.run(

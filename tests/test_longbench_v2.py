@@ -115,6 +115,7 @@ def test_jsonl_copies_and_bad_data_dirs(tmp_path):
         validate(compose_config(["dataset=longbench_v2", "dataset.tasks=[qa]"]))
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("benchmark", ["longbench", "longbench_v2", "ruler"])
 def test_run_py_runs_each_benchmark_from_local_files(benchmark, tmp_path):
     """`python run.py dataset=<benchmark> dataset.data_dir=<fixtures> model=tiny-llama`."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from spark_bench import models
 from spark_bench.runner import run
 from tests.helpers import compose_config, read_jsonl, run_py
@@ -50,6 +52,7 @@ def test_a_press_that_switches_attention_leaves_the_next_job_a_model_as_loaded(m
     assert _answers(tmp_path / "after") == _answers(tmp_path / "alone")
 
 
+@pytest.mark.subprocess
 def test_in_one_multirun_snapkv_after_pyramidkv_answers_as_snapkv_alone(tmp_path):
     common = ["model=tiny-llama", "logger=none", "max_samples=2", "max_new_tokens=4",
               "dataset.context_length=512", "compression_ratio=0.5"]  # fmt: skip

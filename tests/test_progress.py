@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 
+import pytest
+
 from spark_bench.progress import Progress
 
 LINE = re.compile(
@@ -60,6 +62,7 @@ def test_on_a_terminal_the_bar_and_no_lines(caplog, capsys):
     assert not lines(caplog) and "3/3" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_a_run_off_a_terminal_logs_its_progress_into_its_job_log(tmp_path):
     from tests.helpers import run_py
 

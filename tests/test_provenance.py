@@ -16,6 +16,7 @@ from spark_bench.runner import plan, run
 from tests.helpers import ROOT
 
 
+@pytest.mark.subprocess
 def test_results_say_which_code_libraries_and_machine_made_them(make_config, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")

@@ -36,6 +36,7 @@ def comparable(results_path):
     return results, sorted(predictions, key=lambda r: r["id"])
 
 
+@pytest.mark.subprocess
 def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
     args = ["model=tiny-llama", "press=snap_spark", "logger=none", "max_samples=8", "max_new_tokens=24",
             "dataset.context_length=1024"]  # fmt: skip
@@ -71,6 +72,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path)
     assert len(lines) == len(set(lines)) == 16
 
 
+@pytest.mark.subprocess
 def test_a_second_process_on_the_same_config_stops_with_a_clear_error(make_config, tmp_path):
     cfg = make_config("press=snapkv")
     out_dir = paths.run_dir(cfg.paths.results_root, validate(cfg))
@@ -142,6 +144,7 @@ def test_a_job_interruption_stops_the_run_and_is_not_recorded_as_a_failed_sample
     assert not list((tmp_path / "results").rglob("results.json"))
 
 
+@pytest.mark.subprocess
 def test_a_model_that_cannot_be_found_says_to_use_a_local_path(tmp_path, monkeypatch):
     import huggingface_hub.constants
 

@@ -67,6 +67,7 @@ def test_every_no_flock_error_falls_back(tmp_path, monkeypatch, code):
     assert not (tmp_path / FALLBACK_LOCK).exists()
 
 
+@pytest.mark.subprocess
 def test_a_lock_left_by_a_dead_process_on_this_host_is_taken_over(tmp_path, no_flock, caplog):
     # a real process takes the fallback lock and dies without releasing it
     script = (
@@ -90,6 +91,7 @@ def test_a_lock_left_by_a_dead_process_on_this_host_is_taken_over(tmp_path, no_f
     assert not (tmp_path / FALLBACK_LOCK).exists()
 
 
+@pytest.mark.subprocess
 def test_a_lock_from_another_host_is_never_taken_over(tmp_path, no_flock, monkeypatch):
     stranger = {"host": "node-17", "pid": exited_pid(), "started": "2025-01-01T00:00:00+00:00"}
     with monkeypatch.context() as patch:

@@ -130,6 +130,7 @@ def test_different_configs_never_share_a_directory(make_config):
     )
 
 
+@pytest.mark.subprocess
 def test_run_py_end_to_end_on_a_tiny_model(tmp_path):
     proc = run_py(
         "model=tiny-qwen3",
@@ -146,6 +147,7 @@ def test_run_py_end_to_end_on_a_tiny_model(tmp_path):
     assert results.parent.parent.name == "snap_spark" and results.parent.parent.parent.name == "tiny-qwen3"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("override", "message"),
     [

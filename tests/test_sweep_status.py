@@ -6,6 +6,8 @@ import json
 import os
 import socket
 
+import pytest
+
 from spark_bench import paths, sweep
 from spark_bench.sweep import status
 from tests.helpers import run_py, status_cli
@@ -13,6 +15,7 @@ from tests.helpers import run_py, status_cli
 DEAD_PID = 2**22 + 1  # above Linux's pid_max default: no process has it
 
 
+@pytest.mark.subprocess
 def test_after_a_finished_sweep_status_writes_the_summary_the_launcher_wrote(tmp_path):
     grid = ["-m", "+sweep=smoke", "press=no_press,snapkv", f"paths.results_root={tmp_path / 'res'}"]
     proc = run_py(*grid, f"hydra.sweep.dir={tmp_path / 'sweep'}")
@@ -51,6 +54,7 @@ def _record(sweep_dir, point, state, **extra):
                   "error": None, **extra})  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_each_state_is_told_from_the_files_a_sweep_leaves(tmp_path):
     sweep_dir, plan = _sweep_dir(tmp_path)
     here = socket.gethostname()
@@ -91,6 +95,7 @@ def test_a_point_finished_elsewhere_counts_as_done(tmp_path):
     assert [s["status"] for s in states] == ["todo", "todo", "todo", "done", "merged"]
 
 
+@pytest.mark.subprocess
 def test_status_of_a_directory_that_is_no_sweep_is_one_line(tmp_path):
     shown = status_cli(tmp_path)
     assert shown.returncode == 2 and shown.stderr.count("\n") == 1

@@ -44,6 +44,7 @@ def test_paper_grids_use_the_reference_windows(name):
     assert (cfg.token_window, cfg.channel_window) == (64, 32)
 
 
+@pytest.mark.subprocess
 def test_dry_run_of_the_paper_grid_lists_the_reference_windows(tmp_path):
     proc = run_py("-m", "+sweep=longbench_budgets", "dry_run=true", f"paths.results_root={tmp_path / 'res'}",
                   f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
@@ -68,6 +69,7 @@ def test_slurm_launcher_config_is_documented_and_resolves():
     assert tiny.gpus_per_node == 0 and tiny.cpus_per_task == 2
 
 
+@pytest.mark.subprocess
 def test_dry_run_lists_the_jobs_and_runs_nothing(tmp_path):
     proc = run_py("-m", "+sweep=smoke", "dry_run=true", f"paths.results_root={tmp_path / 'res'}",
                   f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
@@ -87,6 +89,7 @@ def sweep(tmp_path, name: str, *extra: str):
     )  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_a_failed_point_leaves_the_others_complete_and_a_relaunch_skips_them(tmp_path):
     first = sweep(tmp_path, "first")  # context_length=40 cannot hold a RULER prompt: that point fails
     assert first.returncode == 1
@@ -106,6 +109,7 @@ def test_a_failed_point_leaves_the_others_complete_and_a_relaunch_skips_them(tmp
     assert "sweep: 0 done, 2 skipped, 1 failed" in again.stdout + again.stderr
 
 
+@pytest.mark.subprocess
 def test_points_of_one_config_run_once_and_the_summary_lists_the_merged_ones(tmp_path):
     """no_press reads no key_ratio: its two key_ratio points are one run (as are snapkv's)."""
     grid = [
@@ -140,6 +144,7 @@ def test_points_of_one_config_run_once_and_the_summary_lists_the_merged_ones(tmp
     assert sorted(job["status"] for job in read_jobs(tmp_path / "plain")) == ["skipped"] * 6
 
 
+@pytest.mark.subprocess
 def test_rerun_moves_earlier_outputs_aside(tmp_path):
     args = ["+sweep=smoke", "press=snapkv", f"paths.results_root={tmp_path / 'res'}",
             f"hydra.run.dir={tmp_path / 'h'}"]  # fmt: skip
@@ -152,6 +157,7 @@ def test_rerun_moves_earlier_outputs_aside(tmp_path):
     assert (archived.parent / "predictions.jsonl").is_file()
 
 
+@pytest.mark.subprocess
 def test_cluster_defaults_come_from_one_untracked_local_file(tmp_path):
     """conf/local/default.yaml (here found on Hydra's search path) fills the SLURM launcher and
     changes no run's identity; without it the launcher's fields are null as before."""

@@ -7,11 +7,14 @@ import json
 import warnings
 from pathlib import Path
 
+import pytest
+
 from spark_bench.tracking import WandbTracker, summary
 from tests.helpers import run_py
 from tests.helpers.wandb_records import run_contents
 
 
+@pytest.mark.subprocess
 def test_a_two_point_multirun_writes_two_offline_runs(tmp_path):
     proc = run_py(
         "-m", "model=tiny-llama", "press=snapkv,snap_spark", "logger=wandb", "max_samples=1",
@@ -70,6 +73,7 @@ def test_summary_flattens_breakdown_and_drops_nulls():
     }  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_a_resumed_point_continues_its_wandb_run_and_a_rerun_starts_a_new_one(tmp_path):
     point = ["model=tiny-llama", "press=snapkv", "logger=wandb", "max_samples=2", "max_new_tokens=3",
              "dataset.context_length=512", f"paths.results_root={tmp_path / 'res'}"]  # fmt: skip

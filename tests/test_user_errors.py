@@ -214,6 +214,7 @@ def snapshot(root: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", list(CASES))
 def test_run_py_says_a_bad_input_in_one_line_and_keeps_every_file(name, tmp_path):
     overrides, expected = CASES[name](tmp_path)
