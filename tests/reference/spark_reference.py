@@ -1,4 +1,4 @@
-"""A plain-loop SparK, written from shared/SPARK.md step by step (not from the SparK repository).
+"""A plain-loop SparK, written from docs/spark.md step by step (not from the SparK repository).
 
 It is slow and obvious on purpose: the tests compare ``sparsify_keys`` with it, and
 ``python -m tests.reference.spark_reference`` prints the golden values used in
@@ -61,7 +61,7 @@ if __name__ == "__main__":
     print("gqa 0.5 mean", reference_sparsify(EXAMPLE_KEYS, EXAMPLE_GQA_QUERIES, 0.5, "mean"))
 
 
-VALUE_MAGNITUDE_WEIGHT = 0.7  # SPARK.md, value pruning: 0.7 magnitude, 0.3 normalised variance
+VALUE_MAGNITUDE_WEIGHT = 0.7  # docs/spark.md, value pruning: 0.7 magnitude, 0.3 normalised variance
 
 
 def _variance(xs):

@@ -1,14 +1,12 @@
 """A compiled CPU kernel for the steps of rebuilding packed keys that torch runs slowly.
 
 Writing each row's kept values at the channels its bitmask names is ``masked_scatter_``. On a
-CPU, torch runs it on one thread and tests the mask entry by entry, about 2 ns per dense entry:
-0.45 of the 0.52 ms that rebuilding one SmolLM2 layer (1k tokens) took, which alone put
-decoding from the channel-sparse cache 1.2-1.4x above the dense cache. This kernel reads the
-mask 64 channels at a time, jumps from one set bit to the next (its work is the kept entries,
-not all of them), sets the recovered entries' sign bits in the same pass over a row, and splits
-the rows over threads. Measured side by side on a 2-core CPU, one layer of 1k tokens rebuilds
-in 0.16 ms instead of 0.52 (SmolLM2, fp32) and 0.8 ms instead of 3.8 (Llama-3.1-8B's geometry,
-bf16); ``benchmarks/kv_memory.py`` shows the effect on decoding.
+CPU, torch runs it on one thread and tests the mask entry by entry, and that step dominated
+rebuilding a layer, enough to put decoding from the channel-sparse cache above its time target.
+This kernel reads the mask 64 channels at a time, jumps from one set bit to the next (its work
+is the kept entries, not all of them), sets the recovered entries' sign bits in the same pass
+over a row, and splits the rows over threads. The measurements, before and after, are in
+``benchmarks/README.md`` (``kv_memory.py``).
 
 On CUDA, ``masked_scatter_`` is a parallel kernel already and stays; so do CPU tensors when
 numba is not importable (``available`` says which).

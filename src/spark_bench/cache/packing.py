@@ -120,7 +120,7 @@ class PackedRows:
         keep = _expand_bytes(self.mask_bits)[..., : self.head_dim].view(torch.bool)
         # Every token keeps exactly T channels and ``kept`` lists them in channel order, so the
         # mask's True entries, read in row-major order, meet the kept values in that order: one
-        # pass, where a per-channel rank (cumsum) and a gather took four.
+        # pass, with no per-channel rank (cumsum) or gather.
         return out.masked_scatter_(keep, self.kept.contiguous())
 
     def crop(self, length: int) -> None:
