@@ -80,9 +80,9 @@ _KERNELS: dict[torch.dtype, Any] = {}
 
 def _kernel(bits: torch.dtype) -> Any:
     """The kernel compiled for one integer width, once, for C-contiguous arrays (``_whole_rows``
-    makes them so): left to itself numba compiles again (about 2 s) for every mix of contiguous
-    and strided arguments, possibly inside a timed step; strided ('A') arrays for all would
-    cost 1.3-1.7x at every call (the compiler cannot vectorise over an unknown stride)."""
+    makes them so): left to itself numba compiles again for every mix of contiguous and strided
+    arguments, possibly inside a timed step, and strided ('A') arrays for all would be slower at
+    every call (the compiler cannot vectorise over an unknown stride)."""
     if bits not in _KERNELS:
         integer = numba.from_dtype(torch.empty((), dtype=bits).numpy().dtype)
         array = numba.types.Array(integer, 4, "C")
