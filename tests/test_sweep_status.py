@@ -87,7 +87,10 @@ def test_a_point_finished_elsewhere_counts_as_done(tmp_path):
     sweep_dir, _ = _sweep_dir(tmp_path)
     results = tmp_path / "res" / "point3" / paths.RESULTS_FILE
     results.parent.mkdir(parents=True)
-    results.write_text(json.dumps({"scores": {"average": 1.0}}))
+    results.write_text(json.dumps({"schema": 1, "run": {"n_failed": 0}, "scores": {"average": 1.0}}))
+    retried = tmp_path / "res" / "point1" / paths.RESULTS_FILE  # failed samples: the runner reruns it
+    retried.parent.mkdir(parents=True)
+    retried.write_text(json.dumps({"schema": 1, "run": {"n_failed": 2}, "scores": {"average": 1.0}}))
     half = tmp_path / "res" / "point0" / paths.RESULTS_FILE
     half.parent.mkdir(parents=True)
     half.write_text('{"scores": {"aver')  # a half-written file is not a finished run

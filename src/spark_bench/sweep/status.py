@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_bench import paths, sweep
-from spark_bench.results import atomic_output
+from spark_bench.results import atomic_output, read_results
 
 OPEN_STATES = ("todo", "running")
 SACCT_TIMEOUT_S = 30
@@ -147,13 +147,15 @@ def _alive(pid: int) -> bool:
 
 
 def _complete(run_dir: str | None) -> bool:
+    """Whether ``run_dir`` holds a finished run, as the runner decides when it skips one: a
+    readable ``results.json`` with no failed sample (those the runner answers again)."""
     if run_dir is None:
         return False
     try:
-        results = json.loads((Path(run_dir) / paths.RESULTS_FILE).read_text())
-    except (OSError, ValueError):
+        results = read_results(Path(run_dir) / paths.RESULTS_FILE)
+    except (OSError, ValueError):  # absent, half-written, another schema
         return False
-    return isinstance(results, dict) and "scores" in results
+    return not results.get("run", {}).get("n_failed")
 
 
 def _answered(run_dir: str | None) -> int | None:
