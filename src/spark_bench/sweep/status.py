@@ -60,9 +60,8 @@ def point_states(sweep_dir: Path, use_sacct: bool = True) -> list[dict[str, Any]
 
     states = []
     for point in points:
-        entry = jobs.get(tuple(point["overrides"]))
-        state = _state(point, entry, slurm_ids.get(point["job"]), sacct, points)
         slurm_id = slurm_ids.get(point["job"])
+        state = _state(point, jobs.get(tuple(point["overrides"])), slurm_id, sacct, points)
         if state.get("log") is None and slurm_id is not None and point["status"] != "merged":
             job_log = sweep_dir / SUBMITIT_DIR / slurm_id / f"{slurm_id}_0_log.err"
             state["log"] = str(job_log) if job_log.is_file() else None
