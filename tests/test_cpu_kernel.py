@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spark_bench.cache import PackedKeys, PackedValues, cpu_kernel, pack_bits
-from spark_bench.presses.spark import channel_mask, prune_values, sparsify_keys
+from spark_bench.spark_math import channel_mask, prune_values, sparsify_keys
 
 
 def bits(tensor: torch.Tensor) -> torch.Tensor:

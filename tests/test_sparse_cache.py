@@ -18,7 +18,8 @@ from spark_bench.cache import (
 )
 from spark_bench.data import Sample
 from spark_bench.models import load_model
-from spark_bench.presses.spark import SparKPress, prune_values, sparsify_keys
+from spark_bench.presses.spark import SparKPress
+from spark_bench.spark_math import prune_values, sparsify_keys
 from tests.helpers import compose_config
 
 

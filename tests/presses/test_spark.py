@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from spark_bench.presses import spark
-from spark_bench.presses.spark import (
+from spark_bench import spark_math
+from spark_bench.spark_math import (
     ADAPTIVE_KEEP,
     adaptive_pruned_count,
     prune_values,
@@ -163,7 +163,7 @@ def test_sampling_recovery_replaces_draws_above_the_threshold_by_the_mean(monkey
     keys = saliency.sqrt().view(1, 1, 1, 8)
     queries = torch.ones(1, 1, 1, 8)  # s = 1 on every channel: saliency = k²
     draws = T([10.0, 9, 8, 7, 6, 4.5, 3, 1]).view(1, 1, 1, 8)  # largest draw to the most salient
-    monkeypatch.setitem(spark._SAMPLERS, recovery, lambda saliency, generator: draws)
+    monkeypatch.setitem(spark_math._SAMPLERS, recovery, lambda saliency, generator: draws)
     out = sparsify_keys(keys, queries, 0.5, recovery)
     close(out[0, 0, 0, 4:], T([2.5, 4.5, 3.0, 1.0]).sqrt())
     assert torch.equal(out[0, 0, 0, :4], keys[0, 0, 0, :4])

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from spark_bench.cache import cpu_kernel
-from spark_bench.presses.spark import (
+from spark_bench.spark_math import (
+    PACKABLE_RECOVERY,
     channel_mask,
     channel_saliency,
     inverse_sqrt_norm,
@@ -161,8 +162,10 @@ class PackedKeys(_PackedLayerPart):
     def pack(cls, keys: torch.Tensor, queries: torch.Tensor, key_ratio: float, recovery: str) -> PackedKeys:
         """Pack what ``sparsify_keys(keys, queries, key_ratio, recovery)`` returns; ``recovery``
         is ``mean`` or ``none`` (the sampling variants need the pruned keys' order: stored dense)."""
-        if recovery not in ("mean", "none"):
-            raise ValueError(f"recovery={recovery!r} cannot be stored channel-sparse; use 'mean' or 'none'")
+        if recovery not in PACKABLE_RECOVERY:
+            raise ValueError(
+                f"recovery={recovery!r} cannot be stored channel-sparse; use one of {list(PACKABLE_RECOVERY)}"
+            )
         dim = keys.shape[-1]
         n_pruned = math.floor(key_ratio * dim)
         s, saliency = channel_saliency(keys, queries)

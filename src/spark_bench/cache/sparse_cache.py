@@ -1,7 +1,7 @@
 """A transformers cache whose compressed layers hold SparK keys channel-sparse.
 
 ``ChannelSparseCache`` behaves as a ``DynamicCache`` until a SparK press stores a layer packed
-(``ChannelSparseLayer.store``). From then on the layer holds the prefill's keys (and pruned
+(``ChannelSparseLayer.store_spark``). From then on the layer holds the prefill's keys (and pruned
 values) packed, plus the tokens generated after the prefill dense (``tail``): decoding appends
 there. Each attention call rebuilds that one layer's dense keys on the fly and drops them
 after use, so the whole cache is never materialised at once.
@@ -81,6 +81,14 @@ class ChannelSparseLayer(DynamicLayer):
         where that is smaller than dense, else as its rebuilt dense tensor."""
         self.prefix_keys, self.prefix_values = _smaller_of(keys), _smaller_of(values)
         self._empty_tails()
+
+    def store_spark(self, queries: torch.Tensor, key_ratio: float, recovery: str, value_ratio: float) -> None:
+        """Store this layer's content as SparK leaves it: keys as ``spark_math.sparsify_keys``
+        (window ``queries``, ``recovery`` in ``PACKABLE_RECOVERY``), values as ``prune_values``.
+        The SparK press calls this on any cache layer that has it."""
+        keys, values = self.keys, self.values
+        packed_values = PackedValues.pack(values, value_ratio) if value_ratio > 0 else values
+        self.store(PackedKeys.pack(keys, queries, key_ratio, recovery), packed_values)
 
     def _empty_tails(self) -> None:
         # fresh tensors: an empty view would keep the whole dense prefill's storage alive
