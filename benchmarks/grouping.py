@@ -7,7 +7,7 @@ A LongBench-like fixture: RULER niah_single_1 contexts (generated here, no downl
 several questions (its own and the other contexts', as a multi-question document set asks
 several things about one text). With the question after compression (``compress_questions=false``,
 kvpress's pipeline setting), the runner answers every question of a context from one prefill
-(``runner.prefill_groups``); without grouping, each question pays for its own prefill. Both sides
+(``engine.prefill_groups``); without grouping, each question pays for its own prefill. Both sides
 go through the engine exactly as the runner calls it; the answers must be identical.
 """
 
@@ -26,9 +26,9 @@ from spark_bench.benchmarking import (
     write_figures,
 )
 from spark_bench.data import Sample, load_samples
+from spark_bench.engine import prefill_groups
 from spark_bench.models import LoadedModel, load_model_once
 from spark_bench.presses import build_press
-from spark_bench.runner import prefill_groups
 
 COMPRESSION_RATIO = 0.5
 

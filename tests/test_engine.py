@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 
 from spark_bench import engine
 from spark_bench.data import Sample
+from spark_bench.engine import prefill_groups
 from spark_bench.models import embedded_tokenizer, load_model
-from spark_bench.runner import prefill_groups, run
+from spark_bench.runner import run
 from tests.helpers import compose_config
 
 

@@ -98,7 +98,7 @@ def test_a_result_of_other_code_is_skipped_with_a_warning_and_rerun_stale_runs_i
     (path,) = Path(cfg.paths.results_root).rglob("results.json")
     stale = _made_by_other_code(path)
     assert plan(cfg).startswith("stale")
-    with caplog.at_level(logging.WARNING, logger="spark_bench.runner"):
+    with caplog.at_level(logging.WARNING, logger="spark_bench"):
         skipped = run(cfg)
     assert skipped["provenance"]["code_version"] == "0123456789ab" and path.read_bytes() == stale
     assert "made by other code (0123456789ab; this is " in caplog.text and "rerun=stale" in caplog.text
@@ -145,7 +145,7 @@ def test_resuming_answers_of_other_code_says_so_and_counts_them(make_config, cap
     del records[1]["code_version"]  # and one by a version that recorded none
     predictions.write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
     path.unlink()
-    with caplog.at_level(logging.WARNING, logger="spark_bench.runner"):
+    with caplog.at_level(logging.WARNING, logger="spark_bench"):
         results = run(cfg)
     assert "resuming answers made by other code (1 by 0123456789ab, 1 by unrecorded; this is " in caplog.text
     assert results["provenance"]["answers_by_code_version"] == {
@@ -161,7 +161,7 @@ def test_an_unreadable_results_json_is_set_aside_not_overwritten(make_config, ca
     (path,) = Path(cfg.paths.results_root).rglob("results.json")
     path.write_text('{"schema": 1, "run": {"model": "someone\'s only copy"')  # cut short
     damaged = path.read_bytes()
-    with caplog.at_level(logging.WARNING, logger="spark_bench.runner"):
+    with caplog.at_level(logging.WARNING, logger="spark_bench"):
         results = run(cfg)
     (aside,) = path.parent.glob("previous/*/results.json")
     assert aside.read_bytes() == damaged and "could not be read: moved to" in caplog.text

@@ -29,7 +29,9 @@ PRESS_KNOBS = (
 # "not in struct" (whose ``+window_size=64`` would be silently ignored).
 RETIRED_WINDOW_KNOB = "window_size"
 RECOVERY_CHOICES = ("none", "mean", "exponential", "normal")
-RERUN_CHOICES = (False, "stale", True)
+# rerun=stale: run again the points whose complete results.json other code made.
+STALE = "stale"
+RERUN_CHOICES = (False, STALE, True)
 # The interpolation presses use for their token ratio; it stands for both token-budget knobs.
 PRESS_RATIO_KEY = "press_ratio"
 # Benchmarks the runner can load, each with its task list.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,18 @@ class Answer:
     kv_cache_dense_bytes: int  # the same prefill, uncompressed
     prefill_s: float  # this answer's share of the (shared) prefill
     decode_s: float
+
+
+def prefill_groups(samples: Sequence[Sample], compress_questions: bool) -> Iterator[list[Sample]]:
+    """Samples that can share one prefill: same task and context, questions not compressed."""
+    if compress_questions:
+        for sample in samples:
+            yield [sample]
+        return
+    groups: dict[tuple[str, str], list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.task, sample.context), []).append(sample)
+    yield from groups.values()
 
 
 def _split_chat(

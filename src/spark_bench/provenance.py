@@ -12,11 +12,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata
+import logging
 import os
 import platform
 import re
 import socket
 import subprocess
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,10 @@ FRAME_COLUMNS = {
 NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
 DRIVER_VERSION = re.compile(r"\b\d+\.\d+(?:\.\d+)?\b")
 GIT_TIMEOUT_S = 20
+# The code_version of an answer written before answers recorded theirs.
+UNRECORDED = "unrecorded"
+
+log = logging.getLogger(__name__)
 
 
 def collect(model: Any | None = None) -> dict[str, Any]:
@@ -93,6 +101,30 @@ def result_code_version(results: dict[str, Any]) -> str | None:
         return recorded
     sha = results.get("run", {}).get("git_sha")
     return sha[:SHORT_HASH] if sha else None
+
+
+def now() -> str:
+    """The current UTC time as a results.json records it (ISO 8601, seconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def answers_by_code_version(answers: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many of a run's answers each code version made (a resumed run may mix several)."""
+    return dict(Counter(answer.get("code_version", UNRECORDED) for answer in answers))
+
+
+def warn_of_other_code(earlier: Iterable[Mapping[str, Any]]) -> None:
+    """Say when a resumed run's earlier answers were made by other code (a fix landed between
+    a killed job and its relaunch): the results would mix both. results.json counts them."""
+    current = code_version()
+    others = {v: n for v, n in answers_by_code_version(earlier).items() if v != current}
+    if others:
+        log.warning(
+            "resuming answers made by other code (%s; this is %s): the results will mix both "
+            "(provenance.answers_by_code_version counts them); rerun=true answers every sample anew",
+            ", ".join(f"{n} by {version}" for version, n in sorted(others.items())),
+            current,
+        )
 
 
 @functools.cache

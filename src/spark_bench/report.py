@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from spark_bench import provenance
 from spark_bench.labels import label_runs
 from spark_bench.paper import attach_paper_scores
 from spark_bench.results import atomic_output, load_results, paper_table
@@ -36,7 +37,6 @@ VERSION_COLUMNS = {
     "transformers_version": "transformers versions",
     "kvpress_version": "kvpress versions",
 }
-UNRECORDED = "unrecorded"
 MIXED_HINT = {
     True: "Rows may differ by code, not by press: `rerun=stale` runs the older points again.",
     False: "Rows may differ by library, not by press.",
@@ -93,7 +93,7 @@ def mixed_versions(runs: pd.DataFrame) -> list[str]:
     for column, what in VERSION_COLUMNS.items():
         if column not in per_run.columns:
             continue
-        counts = per_run[column].fillna(UNRECORDED).value_counts(sort=False).sort_index()
+        counts = per_run[column].fillna(provenance.UNRECORDED).value_counts(sort=False).sort_index()
         if len(counts) > 1:
             found = ", ".join(f"{value} ({count} run{'s' * (count > 1)})" for value, count in counts.items())
             notes.append(f"**Mixed {what}:** {found}. {MIXED_HINT[column == 'code_version']}")

@@ -7,11 +7,14 @@ instructions"). The cut falls in the context; the question and answer prefix sta
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from transformers import PreTrainedTokenizerBase
 
 from spark_bench.data.sample import Sample
+
+log = logging.getLogger(__name__)
 
 
 class PromptTooLong(ValueError):
@@ -40,3 +43,20 @@ def truncate_middle(
         context[len(context) - (max_tokens - half - rest) :], skip_special_tokens=True
     )
     return replace(sample, context=kept), True
+
+
+def truncate_all(tokenizer: PreTrainedTokenizerBase, samples: list[Sample], max_tokens: int) -> list[Sample]:
+    """``truncate_middle`` on every sample, said once per run with how many prompts it cut."""
+    out, cut = [], 0
+    for sample in samples:
+        sample, truncated = truncate_middle(tokenizer, sample, max_tokens)
+        out.append(sample)
+        cut += truncated
+    if cut:
+        log.warning(
+            "%d of %d prompts exceed model.max_prompt_tokens=%d: their middle is cut",
+            cut,
+            len(out),
+            max_tokens,
+        )
+    return out

@@ -57,6 +57,18 @@ def in_multirun() -> bool:
     return _hydra() is not None
 
 
+def interrupts_the_job(err: BaseException) -> bool:
+    """Whether ``err`` was raised by the job's scheduler, not by the work: on SLURM, submitit's
+    signal handler raises ``UncompletedJobError`` wherever the job is when its time limit comes
+    with no requeue left. Caught as a sample's failure, that sample would be scored as an empty
+    answer, and a job finishing in its last minutes would publish it."""
+    try:
+        from submitit.core.utils import UncompletedJobError
+    except ImportError:  # no SLURM launcher installed: nothing can raise it
+        return False
+    return isinstance(err, UncompletedJobError)
+
+
 def record_job(
     status: str, run_dir: Path | None = None, error: BaseException | None = None, note: str | None = None
 ) -> None:
