@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from spark_bench import engine
+from spark_bench import engine, tasks
 from spark_bench.benchmarking import (
     argument_parser,
     compose_config,
@@ -25,7 +25,7 @@ from spark_bench.benchmarking import (
     paired_ratio,
     write_figures,
 )
-from spark_bench.data import Sample, load_samples
+from spark_bench.data import Sample
 from spark_bench.engine import prefill_groups
 from spark_bench.models import LoadedModel, load_model_once
 from spark_bench.presses import build_press
@@ -43,7 +43,7 @@ def fixture(loaded: LoadedModel, contexts: int, questions: int, context_tokens: 
             f"dataset.num_samples={max(contexts, questions)}",
         ]
     )
-    generated = load_samples(cfg.dataset, loaded.tokenizer, cfg.seed, None)
+    generated = tasks.get(cfg.dataset.name).samples(cfg.dataset, loaded.tokenizer, cfg.seed, None)
     return [
         replace(
             base,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from transformers import pipeline
 
-from spark_bench import runner
+from spark_bench import runner, tasks
 from spark_bench.benchmarking import (
     argument_parser,
     compose_config,
@@ -38,7 +38,6 @@ from spark_bench.benchmarking import (
     press_for,
     write_figures,
 )
-from spark_bench.data import load_samples
 from spark_bench.models import load_model_once
 
 CONTEXT_TOKENS = 2048
@@ -59,7 +58,7 @@ def write_local_set(directory: Path, samples: int) -> Path:
             "task": s.task,
             "max_new_tokens": s.max_new_tokens,
         }
-        for s in load_samples(cfg.dataset, loaded.tokenizer, cfg.seed, cfg.max_samples)
+        for s in tasks.get(cfg.dataset.name).samples(cfg.dataset, loaded.tokenizer, cfg.seed, cfg.max_samples)
     ]
     path = directory / str(CONTEXT_TOKENS) / "ruler.jsonl"
     path.parent.mkdir(parents=True)

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from spark_bench import data
+from spark_bench import tasks
 from spark_bench.data import longbench, longbench_v2, ruler
-from spark_bench.tasks import main as tasks_main
+from spark_bench.tasks.__main__ import main as tasks_main
 from tests.helpers import ROOT, run_py
 
 HYDRA_ONLY = {"hydra"}  # conf/hydra holds Hydra's own groups, shown as hydra/launcher=slurm
@@ -33,15 +33,15 @@ def test_help_names_the_tool_and_describes_every_config_group():
 
 
 @pytest.mark.parametrize(
-    ("benchmark", "tasks"),
+    ("benchmark", "task_names"),
     [("ruler", ruler.TASKS), ("longbench", tuple(longbench.TASKS)), ("longbench_v2", longbench_v2.TASKS)],
 )
-def test_tasks_lists_every_task_of_a_benchmark_with_its_length_and_metric(benchmark, tasks, capsys):
+def test_tasks_lists_every_task_of_a_benchmark_with_its_length_and_metric(benchmark, task_names, capsys):
     assert tasks_main([benchmark]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
-    assert [row.split()[0] for row in rows] == list(tasks)
-    for row, task in zip(rows, tasks, strict=True):
-        assert row.split()[1] == str(data.max_new_tokens(benchmark, task))
+    assert [row.split()[0] for row in rows] == list(task_names)
+    for row, task in zip(rows, task_names, strict=True):
+        assert row.split()[1] == str(tasks.get(benchmark).max_new_tokens(task))
     if benchmark == "longbench":
         (trec,) = [row for row in rows if row.startswith("trec ")]
         assert trec.split()[2:] == ["no", "classification"]  # no chat template, its official metric

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_bench import metrics
-from spark_bench.data import build_prompt, longbench, max_new_tokens, uses_chat_template
+from spark_bench import tasks
+from spark_bench.data import longbench
 from spark_bench.metrics import longbench as lb_metrics
 
 CASES = json.loads((Path(__file__).parent / "data" / "longbench_metric_cases.json").read_text())
@@ -45,8 +45,8 @@ def test_the_21_official_tasks():
 @pytest.mark.parametrize("task", sorted(CASES["official_task_scores"]))
 def test_task_scores_equal_the_official_scorer(task):
     cases = CASES["cases"][task]
-    got = metrics.score(
-        "longbench", task, [c[0] for c in cases], [c[1] for c in cases], CASES["all_classes"].get(task)
+    got = tasks.get("longbench").score(
+        task, [c[0] for c in cases], [c[1] for c in cases], CASES["all_classes"].get(task)
     )
     assert got == CASES["official_task_scores"][task]
 
@@ -66,25 +66,28 @@ def test_every_task_has_a_known_metric():
 
 def test_prompts_generation_lengths_and_chat_rules():
     record = {"context": "CTX", "input": "Q?"}
-    assert build_prompt("longbench", "hotpotqa", record) == (
+    assert tasks.get("longbench").build_prompt("hotpotqa", record) == (
         "Answer the question based on the given passages. Only give me the answer and do not output "
         "any other words.\n\nThe following are given passages.\nCTX\n\nAnswer the question based on "
         "the given passages. Only give me the answer and do not output any other words.\n\n"
         "Question: Q?\nAnswer:"
     )
     assert "asconcisely" in longbench.task("narrativeqa").prompt  # the official typo, kept
-    assert max_new_tokens("longbench", "gov_report") == 512 and max_new_tokens("longbench", "hotpotqa") == 32
-    no_chat = {t for t in OFFICIAL_21 if not uses_chat_template("longbench", t)}
+    assert (
+        tasks.get("longbench").max_new_tokens("gov_report") == 512
+        and tasks.get("longbench").max_new_tokens("hotpotqa") == 32
+    )
+    no_chat = {t for t in OFFICIAL_21 if not tasks.get("longbench").uses_chat_template(t)}
     assert no_chat == {"trec", "triviaqa", "samsum", "lsht", "lcc", "repobench-p"}
     with pytest.raises(ValueError, match="'nope' is not one of"):
-        max_new_tokens("longbench", "nope")
+        tasks.get("longbench").max_new_tokens("nope")
 
 
 @pytest.mark.parametrize("task", sorted(OFFICIAL_21))
 def test_the_split_prompt_is_the_whole_prompt(task):
     record = {"context": "CONTEXT", "input": "QUESTION"}
     head, tail = longbench.split_prompt(task, record)
-    assert head + tail == build_prompt("longbench", task, record)
+    assert head + tail == tasks.get("longbench").build_prompt(task, record)
     assert head.endswith("CONTEXT") and "CONTEXT" not in tail
 
 
@@ -102,5 +105,5 @@ GOLDEN_PROMPTS = json.loads((Path(__file__).parent / "data" / "longbench_prompt_
 def test_prompt_and_length_equal_the_official_config(task):
     """Golden prompts: the official dataset2prompt.json formatted as pred.py formats it."""
     golden = GOLDEN_PROMPTS["tasks"][task]
-    assert build_prompt("longbench", task, GOLDEN_PROMPTS["record"]) == golden["prompt"]
-    assert max_new_tokens("longbench", task) == golden["max_new_tokens"]
+    assert tasks.get("longbench").build_prompt(task, GOLDEN_PROMPTS["record"]) == golden["prompt"]
+    assert tasks.get("longbench").max_new_tokens(task) == golden["max_new_tokens"]

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from spark_bench import metrics
+from spark_bench import tasks
 from spark_bench.config import ConfigError, validate
-from spark_bench.data import build_prompt, longbench_v2, max_new_tokens, uses_chat_template
+from spark_bench.data import longbench_v2
 from spark_bench.metrics.longbench_v2 import extract_answer
 from spark_bench.runner import run
 from tests.helpers import compose_config, read_jsonl
@@ -27,18 +27,18 @@ GOLDEN = (
 
 
 def test_prompt_is_the_official_zero_shot_template():
-    assert build_prompt("longbench_v2", "single_document_qa", RECORD) == GOLDEN
+    assert tasks.get("longbench_v2").build_prompt("single_document_qa", RECORD) == GOLDEN
     head, tail = longbench_v2.split_prompt(RECORD)
     assert head + tail == GOLDEN and tail.startswith("What is the correct answer to this question:")
-    assert max_new_tokens("longbench_v2", "code_repository") == 128
-    assert uses_chat_template("longbench_v2", "long_structured_data")
+    assert tasks.get("longbench_v2").max_new_tokens("code_repository") == 128
+    assert tasks.get("longbench_v2").uses_chat_template("long_structured_data")
     with pytest.raises(ValueError, match=r"'nope' is not one of \['single_document_qa'"):
-        build_prompt("longbench_v2", "nope", RECORD)
+        tasks.get("longbench_v2").build_prompt("nope", RECORD)
 
 
 def test_a_document_holding_a_marker_is_replaced_as_pred_py_chains_it():
     record = {**RECORD, "context": "see $Q$ here"}
-    prompt = build_prompt("longbench_v2", "single_document_qa", record)
+    prompt = tasks.get("longbench_v2").build_prompt("single_document_qa", record)
     assert "see Which company grew fastest? here" in prompt  # str.replace order of pred.py
     head, tail = longbench_v2.split_prompt(record)
     assert head + tail == prompt and tail.startswith("What is the correct answer")
@@ -63,18 +63,18 @@ def test_answer_extraction_follows_pred_py(response, letter):
 
 def test_score_is_accuracy_rounded_to_one_decimal_as_result_py():
     preds = ["The correct answer is (A)", "The correct answer is (B)", "no idea"]
-    assert metrics.score("longbench_v2", "single_document_qa", preds, [["A"], ["C"], ["A"]]) == 33.3
-    assert metrics.score("longbench_v2", "x", ["  The correct answer is (D)  "], [["D"]]) == 100.0
+    assert tasks.get("longbench_v2").score("single_document_qa", preds, [["A"], ["C"], ["A"]]) == 33.3
+    assert tasks.get("longbench_v2").score("x", ["  The correct answer is (D)  "], [["D"]]) == 100.0
 
 
 def test_summary_average_is_overall_accuracy_and_breakdown_by_difficulty_and_length():
     rows = [
-        metrics.Row("single_document_qa", "The correct answer is (A)", ["A"], labels=("easy", "short")),
-        metrics.Row("single_document_qa", "The correct answer is (A)", ["B"], labels=("hard", "long")),
-        metrics.Row("single_document_qa", "The correct answer is (C)", ["C"], labels=("hard", "long")),
-        metrics.Row("code_repository", "The correct answer is (D)", ["D"], labels=("hard", "short")),
+        tasks.Row("single_document_qa", "The correct answer is (A)", ["A"], labels=("easy", "short")),
+        tasks.Row("single_document_qa", "The correct answer is (A)", ["B"], labels=("hard", "long")),
+        tasks.Row("single_document_qa", "The correct answer is (C)", ["C"], labels=("hard", "long")),
+        tasks.Row("code_repository", "The correct answer is (D)", ["D"], labels=("hard", "short")),
     ]
-    scores, breakdown = metrics.summarize("longbench_v2", ["single_document_qa", "code_repository"], rows)
+    scores, breakdown = tasks.get("longbench_v2").summarize(["single_document_qa", "code_repository"], rows)
     # "average" is result.py's Overall: 3 of 4 questions, not the mean of 66.7 and 100
     assert scores == {"single_document_qa": 66.7, "code_repository": 100.0, "average": 75.0}
     assert breakdown == {"all": {"easy": 100.0, "hard": 66.7, "short": 100.0, "medium": None, "long": 50.0}}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spark_bench import metrics
-from spark_bench.data import max_new_tokens, ruler, uses_chat_template
+from spark_bench import tasks
+from spark_bench.data import ruler
 from spark_bench.data.ruler.haystack import NOISE_SENTENCE
 from spark_bench.metrics.ruler import postprocess, string_match_all, string_match_part
 from tests.helpers import prompt
@@ -70,11 +70,11 @@ def test_unknown_task_names_the_choices(count_tokens):
 def test_task_facts():
     # RULER scripts/data/synthetic/constants.py tokens_to_generate per family
     expected = {"niah_single_1": 128, "vt": 30, "cwe": 120, "fwe": 50, "qa_1": 32, "qa_2": 32}
-    assert {t: max_new_tokens("ruler", t) for t in expected} == expected
+    assert {t: tasks.get("ruler").max_new_tokens(t) for t in expected} == expected
     assert len(ruler.TASKS) == 13
-    assert uses_chat_template("ruler", "niah_multikey_3")
+    assert tasks.get("ruler").uses_chat_template("niah_multikey_3")
     with pytest.raises(ValueError):
-        max_new_tokens("ruler", "nope")
+        tasks.get("ruler").max_new_tokens("nope")
 
 
 # Scores checked by hand against RULER's formulas (scripts/eval/synthetic/constants.py).
@@ -97,14 +97,16 @@ def test_postprocess_replaces_control_characters():
 
 
 def test_score_dispatches_and_rounds():
-    assert metrics.score("ruler", "niah_single_1", ["1234567"], [["1234567"]]) == 100.0
-    assert metrics.score("ruler", "niah_multivalue", ["1 2 3"], [["1", "2", "3", "4"]]) == 75.0
-    assert metrics.score("ruler", "qa_1", ["b"], [["a", "b"]]) == 100.0
-    with pytest.raises(ValueError, match="'nope' is not one of"):
-        metrics.score("nope", "t", ["a"], [["a"]])
+    assert tasks.get("ruler").score("niah_single_1", ["1234567"], [["1234567"]]) == 100.0
+    assert tasks.get("ruler").score("niah_multivalue", ["1 2 3"], [["1", "2", "3", "4"]]) == 75.0
+    assert tasks.get("ruler").score("qa_1", ["b"], [["a", "b"]]) == 100.0
+    with pytest.raises(
+        ValueError, match=r"unknown benchmark 'nope'; available: \['longbench', 'longbench_v2', 'ruler'\]"
+    ):
+        tasks.get("nope")
     with pytest.raises(ValueError, match="no predictions"):
-        metrics.score("ruler", "niah_single_1", [], [])
+        tasks.get("ruler").score("niah_single_1", [], [])
 
 
 def test_average_is_the_unweighted_task_mean():
-    assert metrics.average({"a": 100.0, "b": 50.0, "c": 0.0}) == 50.0
+    assert tasks.mean_of_tasks({"a": 100.0, "b": 50.0, "c": 0.0}) == 50.0

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from spark_bench import memory, metrics, paths, provenance
+from spark_bench import memory, paths, provenance, tasks
 from spark_bench.config import RunSpec
 from spark_bench.data import Sample
 from spark_bench.engine import Answer
@@ -28,8 +28,8 @@ def answered(benchmark: str, sample: Sample, answer: Answer) -> Prediction:
         task=sample.task,
         prediction=answer.text,
         answers=list(sample.answers),
-        score=metrics.score(
-            benchmark, sample.task, [answer.text], [list(sample.answers)], sample.all_classes
+        score=tasks.get(benchmark).score(
+            sample.task, [answer.text], [list(sample.answers)], sample.all_classes
         ),
         context_tokens=answer.context_tokens,
         kv_cache_bytes=answer.kv_cache_bytes,
@@ -71,10 +71,10 @@ def finish(
 ) -> Results:
     """Score ``records`` (one per sample, in sample order) and write ``results.json``."""
     rows = [
-        metrics.Row(r["task"], r["prediction"], r["answers"], s.all_classes, s.labels)
+        tasks.Row(r["task"], r["prediction"], r["answers"], s.all_classes, s.labels)
         for r, s in zip(records, samples, strict=True)
     ]
-    scores, breakdown = metrics.summarize(spec.dataset, spec.tasks, rows)
+    scores, breakdown = tasks.get(spec.dataset).summarize(spec.tasks, rows)
     n_failed = sum(1 for r in records if r.get("error"))
     if n_failed:
         log.warning(

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from spark_bench import engine, memory, paths, provenance, run_directory, run_results, sweep
+from spark_bench import engine, memory, paths, provenance, run_directory, run_results, sweep, tasks
 from spark_bench.config import ConfigError, RunSpec, effective_config, validate
-from spark_bench.data import Sample, load_samples
+from spark_bench.data import Sample
 from spark_bench.data.truncation import PromptTooLong, truncate_all
 from spark_bench.models import load_model_once, load_tokenizer
 from spark_bench.presses import build_press
@@ -108,7 +108,7 @@ def _samples(cfg: DictConfig) -> list[Sample]:
     fits its samples with the tokenizer, which loads alone)."""
     tokenizer = load_tokenizer(cfg.model)
     try:
-        samples = load_samples(cfg.dataset, tokenizer, cfg.seed, cfg.max_samples)
+        samples = tasks.get(cfg.dataset.name).samples(cfg.dataset, tokenizer, cfg.seed, cfg.max_samples)
     except (ValueError, FileNotFoundError) as err:  # bad data files, a context too short: the input's fault
         raise ConfigError(str(err)) from err
     try:  # the same tokenizer the model's loader takes, so a too small max_prompt_tokens fails here
