@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 from hydra.errors import MissingConfigException
+from omegaconf import open_dict
 
-from spark_bench.config import ConfigError, press_knobs, validate
+from spark_bench import knobs
+from spark_bench.config import ConfigError, effective_config, interpolated_knobs, press_knobs, validate
 from spark_bench.presses import build_press
 from spark_bench.presses.budget import token_presses
-from tests.helpers import compose_config, group_choices
+from tests.helpers import ROOT, compose_config, group_choices
 
 MODELS = group_choices("model")
 PRESSES = group_choices("press")
@@ -60,14 +62,65 @@ def test_llama31_is_the_papers_instruct_model():
     assert compose_config(["model=llama3.1-8b"]).model.pretrained == "meta-llama/Llama-3.1-8B-Instruct"
 
 
-def test_press_knobs_are_read_from_interpolations():
-    assert press_knobs(compose_config(["press=snapkv"]).press) == {
-        "compression_ratio",
-        "kv_budget",
-        "token_window",
-    }
-    assert press_knobs(compose_config(["press=streaming_llm"]).press) == {"compression_ratio", "kv_budget"}
-    assert press_knobs(compose_config(["press=no_press"]).press) == set()
+def test_press_knobs_are_what_the_press_config_declares():
+    def reads(press):
+        return set(press_knobs(compose_config([f"press={press}"]).press, press))
+
+    assert reads("snapkv") == {"compression_ratio", "kv_budget", "token_window"}
+    assert reads("streaming_llm") == {"compression_ratio", "kv_budget"}
+    assert reads("no_press") == set()
+    assert reads("observed_attention") == {"compression_ratio", "kv_budget"}  # a @package _global_ press
+
+
+@pytest.mark.parametrize("press", sorted(p.stem for p in (ROOT / "conf" / "press").glob("*.yaml")))
+def test_every_press_declares_exactly_the_knobs_it_interpolates(press):
+    cfg = compose_config([f"press={press}"])
+    assert set(press_knobs(cfg.press, press)) == interpolated_knobs(cfg.press)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda press: press.pop("knobs"), r"press snapkv: its config must list the knobs it reads"),
+        (lambda press: press.knobs.append("sink_tokens"), r"knobs lists unknown \['sink_tokens'\]"),
+        # reading a knob it does not declare would leave it out of the run's identity
+        (
+            lambda press: press.knobs.remove("token_window"),
+            r"knobs lists .* but its config reads .*token_window",
+        ),
+        (lambda press: press.knobs.append("key_ratio"), r"knobs lists .*key_ratio.* but its config reads"),
+    ],
+)
+def test_a_press_whose_knobs_list_is_wrong_is_refused(edit, message):
+    cfg = compose_config(["press=snapkv"])
+    with open_dict(cfg):
+        edit(cfg.press)
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_the_knobs_list_is_no_press_field_and_no_part_of_the_identity():
+    cfg = compose_config(["press=snap_spark"])
+    assert "knobs" not in effective_config(cfg, validate(cfg).knobs)["press"]
+    assert build_press(cfg.press) is not None  # kvpress's ComposedPress takes no `knobs` field
+
+
+def test_the_composed_defaults_are_the_knob_table():
+    cfg = compose_config([])
+    assert {name: cfg[name] for name in knobs.NAMES} == knobs.defaults()
+
+
+def test_the_readme_lists_every_knob_with_its_default():
+    readme = (ROOT / "README.md").read_text()
+    for knob in knobs.KNOBS:
+        default = knob.default
+        shown = "null" if default is None else f"`{default}`" if isinstance(default, str) else str(default)
+        assert f"| `{knob.name}` | {shown} |" in readme, knob.name
+
+
+def test_every_knob_has_its_own_run_directory_tag():
+    tags = [knob.tag for knob in knobs.KNOBS]
+    assert len(set(tags)) == len(tags), tags
 
 
 def test_unused_knobs_are_null_and_do_not_change_the_hash():
@@ -140,7 +193,7 @@ def test_token_and_channel_presses_read_their_own_window(press, reads):
     """The SparK reference runs SnapKV/PyramidKV with a 64-token window and SparK/ThinK with 32:
     two knobs, each reaching only its own presses."""
     cfg = compose_config([f"press={press}", "token_window=64", "channel_window=16"])
-    assert press_knobs(cfg.press) & {"token_window", "channel_window"} == reads
+    assert set(press_knobs(cfg.press, press)) & {"token_window", "channel_window"} == reads
     built = build_press(cfg.press)
     parts = built.presses if hasattr(built, "presses") else [built]
     for part in parts:

@@ -16,30 +16,18 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from spark_bench.data import longbench, longbench_v2, ruler
+from spark_bench import knobs as knob_table
+from spark_bench import tasks as benchmarks
 
-# The top-level knobs of conf/config.yaml that presses read through interpolation.
-RATIO_KNOBS = ("compression_ratio", "key_ratio", "value_ratio")
-PRESS_KNOBS = (
-    "compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery",
-    "token_window", "channel_window",
-)  # fmt: skip
 # The single window knob of earlier versions, now token_window + channel_window: kept in the
 # config (null) so that ``window_size=64`` fails with the new names instead of Hydra's
 # "not in struct" (whose ``+window_size=64`` would be silently ignored).
 RETIRED_WINDOW_KNOB = "window_size"
-RECOVERY_CHOICES = ("none", "mean", "exponential", "normal")
 # rerun=stale: run again the points whose complete results.json other code made.
 STALE = "stale"
 RERUN_CHOICES = (False, STALE, True)
 # The interpolation presses use for their token ratio; it stands for both token-budget knobs.
 PRESS_RATIO_KEY = "press_ratio"
-# Benchmarks the runner can load, each with its task list.
-BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {
-    "ruler": ruler.TASKS,
-    "longbench": tuple(longbench.TASKS),
-    "longbench_v2": longbench_v2.TASKS,
-}
 GROUPS = ("model", "press", "dataset", "logger")
 # Presses that score tokens from the attention weights, which only eager attention returns.
 EAGER_PRESSES = ("kvpress.ObservedAttentionPress",)
@@ -68,7 +56,11 @@ class ConfigError(ValueError):
 
 
 def register_resolvers() -> None:
-    """OmegaConf resolvers the config tree uses; idempotent."""
+    """What the config tree needs besides conf/: OmegaConf resolvers, and the knobs' defaults
+    as the ``knobs`` config (from ``spark_bench.knobs``); idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=knob_table.CONFIG_NAME, node=knob_table.defaults())
     if not OmegaConf.has_resolver("sb.coalesce"):
         # ${sb.coalesce:a,b}: the first non-null argument (OmegaConf's oc.select keeps a null).
         OmegaConf.register_new_resolver(
@@ -129,30 +121,51 @@ def _unresolved_json(press_cfg: Any) -> str:
     return json.dumps(OmegaConf.to_container(press_cfg, resolve=False))
 
 
-def press_knobs(press_cfg: Any) -> set[str]:
-    """The top-level knobs a press config reads, found in its (unresolved) interpolations."""
+def interpolated_knobs(press_cfg: Any) -> set[str]:
+    """The knobs a press config's (unresolved) interpolations name: what its ``knobs:`` list
+    must declare, or the run's identity would miss a setting that changes its outputs."""
     raw = _unresolved_json(press_cfg)
     used = set(re.findall(r"\$\{(\w+)\}", raw)) | set(re.findall(r"\$\{[\w.]+:\$\{(\w+)\}", raw))
     if PRESS_RATIO_KEY in raw:
         used |= {"compression_ratio", "kv_budget"}
-    return used & set(PRESS_KNOBS)
+    return used & set(knob_table.NAMES)
+
+
+def press_knobs(press_cfg: Any, press: str) -> tuple[str, ...]:
+    """The knobs press ``press`` reads, as its config declares them (``knobs: [...]``), checked
+    against the knobs it interpolates."""
+    declared = press_cfg.get(knob_table.PRESS_KEY) if OmegaConf.is_config(press_cfg) else None
+    if not isinstance(declared, (list, ListConfig)):
+        raise ConfigError(
+            f"press {press}: its config must list the knobs it reads, e.g. knobs: [key_ratio] "
+            f"(knobs: [] for none); got knobs={declared!r}. Knobs: {list(knob_table.NAMES)}"
+        )
+    unknown = [k for k in declared if k not in knob_table.NAMES]
+    if unknown:
+        raise ConfigError(f"press {press}: knobs lists unknown {unknown}; knobs: {list(knob_table.NAMES)}")
+    interpolated = interpolated_knobs(press_cfg)
+    if set(declared) != interpolated:
+        raise ConfigError(
+            f"press {press}: knobs lists {sorted(declared)} but its config reads {sorted(interpolated)} "
+            f"(${{{PRESS_RATIO_KEY}}} reads compression_ratio and kv_budget): make them agree"
+        )
+    return tuple(declared)
 
 
 def validate(cfg: DictConfig) -> RunSpec:
     """Check every knob and choice; return the run's identity. Raises ConfigError."""
     names = choices(cfg)
-    _check_ratios(cfg)
+    try:
+        knob_table.check({name: cfg[name] for name in knob_table.NAMES})
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     _check_budget(cfg)
-    if cfg.recovery not in RECOVERY_CHOICES:
-        raise ConfigError(f"recovery={cfg.recovery!r} is not one of {list(RECOVERY_CHOICES)}")
     if cfg.get(RETIRED_WINDOW_KNOB) is not None:
         raise ConfigError(
             f"{RETIRED_WINDOW_KNOB}={cfg[RETIRED_WINDOW_KNOB]} is split in two: token_window (SnapKV, "
             "PyramidKV) and channel_window (SparK, ThinK); the SparK reference runs token_window=64 "
             "channel_window=32"
         )
-    for knob in ("token_window", "channel_window"):
-        _check_positive_int(cfg, knob)
     for knob in ("max_samples", "max_new_tokens"):
         if cfg[knob] is not None:
             _check_positive_int(cfg, knob)
@@ -171,8 +184,8 @@ def validate(cfg: DictConfig) -> RunSpec:
     if not isinstance(cfg.compress_questions, bool):
         raise ConfigError(f"compress_questions={cfg.compress_questions!r} must be true or false")
     _check_attention(cfg)
-    used = press_knobs(cfg.press)
-    knobs = {k: (cfg[k] if k in used else None) for k in PRESS_KNOBS}
+    used = press_knobs(cfg.press, names["press"])
+    knobs = {k: (cfg[k] if k in used else None) for k in knob_table.NAMES}
     return RunSpec(
         model=model_label(cfg, names["model"]),
         press=names["press"],
@@ -326,106 +339,21 @@ def _check_random_model(model: DictConfig) -> None:
 
 
 def _check_data_dir(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
-    """Local data named by the dataset config exists in the layout its loader reads."""
-    if dataset.name == "ruler":
-        _check_ruler_source(dataset)
-    data_dir = dataset.get("data_dir")
-    if not isinstance(dataset.get("longbench_e", False), bool):
-        raise ConfigError(f"dataset.longbench_e={dataset.longbench_e!r} must be true or false")
-    if dataset.name == "longbench" and dataset.get("longbench_e"):
-        absent = [t for t in tasks if t not in longbench.LONGBENCH_E_TASKS]
-        if absent:
-            raise ConfigError(
-                f"dataset.longbench_e=true: LongBench-E has no set for {absent}; "
-                f"use dataset.tasks=[{','.join(longbench.LONGBENCH_E_TASKS)}] or a part of it"
-            )
-    if dataset.name == "longbench" and data_dir is None:
-        _check_longbench_hub(dataset, tasks)
-    if data_dir is None:
-        return
-    if not Path(data_dir).is_dir():
-        raise ConfigError(f"dataset.data_dir={data_dir} is not a directory")
-    if dataset.name == "longbench":
-        configs = [longbench.config_name(t, dataset.get("longbench_e", False)) for t in tasks]
-        held = {c: longbench.local_files(data_dir, c) for c in configs}
-        missing = [file.name for folder, file in held.values() if not (folder.is_dir() or file.is_file())]
-        if missing:
-            raise ConfigError(
-                f"dataset.data_dir={data_dir} lacks {missing}: it must hold the official <task>.jsonl files "
-                f"(data.zip) or a download of {longbench.HUB_ID} (a <task>/ folder of parquet files)"
-            )
-    elif dataset.name == "longbench_v2" and longbench_v2.find_data_file(data_dir) is None:
-        raise ConfigError(
-            f"dataset.data_dir={data_dir} holds none of {list(longbench_v2.DATA_FILES)}: "
-            "it must hold the official release (data.json) or a jsonl/parquet copy of it"
-        )
-
-
-def _check_longbench_hub(dataset: DictConfig, tasks: tuple[str, ...]) -> None:
-    hub_id = dataset.get("hub_id")
-    if hub_id in longbench.SCRIPT_HUB_IDS:
-        raise ConfigError(
-            f"dataset.hub_id={hub_id} is a loading-script dataset, which datasets >= 4 refuses to run: "
-            f"use dataset.hub_id={longbench.HUB_ID} (the parquet copy the SparK paper reads, the default) "
-            "or dataset.data_dir=<the official data.zip, unzipped>"
-        )
-    if hub_id == longbench.HUB_ID:
-        absent = [t for t in tasks if t not in longbench.HUB_TASKS]
-        if absent:
-            raise ConfigError(
-                f"dataset.hub_id={hub_id} holds the 16 English tasks only, not {absent}: "
-                "set dataset.data_dir=<the official data.zip, unzipped> for them"
-            )
-
-
-def _check_ruler_source(dataset: DictConfig) -> None:
-    source, data_dir, qa_dir = dataset.get("source"), dataset.get("data_dir"), dataset.get("qa_dir")
-    if source not in ruler.SOURCES:
-        raise ConfigError(f"dataset.source={source!r} is not one of {list(ruler.SOURCES)}")
-    if source == "local":
-        if data_dir is None:
-            raise ConfigError("dataset.source=local reads dataset.data_dir, which is null: set it")
-        length_dir = Path(data_dir) / str(dataset.context_length)
-        if not length_dir.is_dir():
-            raise ConfigError(
-                f"dataset.data_dir={data_dir} has no folder {dataset.context_length}/ for "
-                f"dataset.context_length={dataset.context_length}"
-            )
-    elif data_dir is not None:
-        raise ConfigError(
-            f"dataset.data_dir={data_dir} is read only with dataset.source=local (source={source})"
-        )
-    if qa_dir is not None:
-        missing = [f for f in ruler.qa.FILES.values() if not (Path(qa_dir) / f).is_file()]
-        if missing:
-            raise ConfigError(f"dataset.qa_dir={qa_dir} lacks RULER's {missing}")
-    length = dataset.get("context_length")
-    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-        raise ConfigError(f"dataset.context_length={length!r} must be a positive integer (tokens)")
-    _check_positive_int(dataset, "num_samples", "dataset.")
-
-
-def _check_ratios(cfg: DictConfig) -> None:
-    for knob in RATIO_KNOBS:
-        value = cfg[knob]
-        if value is None and knob == "compression_ratio":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ConfigError(
-                f"{knob}={value!r} is outside [0, 1): it is the fraction pruned, e.g. {knob}=0.5"
-            )
+    """The dataset's fields and local data are what its benchmark's loader reads."""
+    try:
+        benchmarks.get(dataset.name).check_dataset(dataset, tasks)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def _check_budget(cfg: DictConfig) -> None:
-    if cfg.kv_budget is None:
-        return
-    if cfg.compression_ratio is not None:
+    """The two token-budget knobs are exclusive (each one alone is checked with the knobs)."""
+    if cfg.kv_budget is not None and cfg.compression_ratio is not None:
         raise ConfigError(
             f"compression_ratio={cfg.compression_ratio} and kv_budget={cfg.kv_budget} are exclusive: "
             "a token budget sets the ratio per context. Use compression_ratio=null kv_budget=<tokens>, "
             "or drop kv_budget."
         )
-    _check_positive_int(cfg, "kv_budget")
 
 
 def _check_positive_int(cfg: DictConfig, knob: str, prefix: str = "") -> None:
@@ -437,9 +365,9 @@ def _check_positive_int(cfg: DictConfig, knob: str, prefix: str = "") -> None:
 
 def _check_tasks(dataset: DictConfig) -> tuple[str, ...]:
     name = dataset.name
-    if name not in BENCHMARK_TASKS:
-        raise ConfigError(f"dataset {name!r} has no loader yet; available: {sorted(BENCHMARK_TASKS)}")
-    valid = BENCHMARK_TASKS[name]
+    if name not in benchmarks.BENCHMARKS:
+        raise ConfigError(f"dataset {name!r} has no loader yet; available: {list(benchmarks.names())}")
+    valid = benchmarks.get(name).tasks
     tasks = dataset.tasks
     if isinstance(tasks, str):
         tasks = [tasks]
@@ -467,6 +395,8 @@ def effective_config(cfg: DictConfig, knobs: Mapping[str, Any]) -> dict[str, Any
             OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
         )
     resolved.get("model", {}).pop("resources", None)  # scheduler resources do not change outputs
+    if isinstance(resolved.get("press"), dict):  # which knobs the press reads: in ``knobs`` below
+        resolved["press"].pop(knob_table.PRESS_KEY, None)
     resolved.update(knobs)
     return resolved
 

@@ -19,15 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from spark_bench import knobs
 from spark_bench.provenance import FRAME_COLUMNS  # what made a run, not what it is
 
 if TYPE_CHECKING:
     import pandas as pd
 
 # The columns the paper's layout already shows (model, dataset, budget, press with λ).
-LAYOUT_COLUMNS = ("model", "dataset", "press", "compression_ratio", "kv_budget", "key_ratio")
+LAYOUT_COLUMNS = ("model", "dataset", "press", *knobs.names(knobs.LAYOUT))
 # Press knobs: they extend a row's name (null for a press that does not read them).
-ROW_KNOBS = ("token_window", "channel_window", "recovery", "value_ratio")
+ROW_KNOBS = knobs.names(knobs.ROW)
 # Run-wide knobs, most telling first; then every other top-level scalar and model.*/dataset.* field.
 SETTING_KNOBS = ("context_length", "max_samples", "max_new_tokens", "compress_questions", "seed")
 # Prefix of the frame's columns that hold the press config's own fields (press.press.window_size).
@@ -90,12 +91,12 @@ def _row_extras(runs: pd.DataFrame) -> dict[str, list[str]]:
     them), and the press config fields that differ among its press's runs there."""
     out: dict[str, list[str]] = {}
     for _, block in runs.groupby(["model", "dataset", "budget", "setting"], sort=False, dropna=False):
-        knobs = _differing(block, [k for k in ROW_KNOBS if k in block.columns], count_null=False)
+        differing = _differing(block, [k for k in ROW_KNOBS if k in block.columns], count_null=False)
         for _, same_press in block.groupby("press", sort=False):
             fields = sorted(c for c in same_press.columns if c.startswith(PRESS_FIELDS))
             more = _differing(same_press, fields, count_null=False)
             for path, run in same_press.iterrows():
-                out[path] = [f"{c}={format_value(run[c])}" for c in (*knobs, *more) if present(run[c])]
+                out[path] = [f"{c}={format_value(run[c])}" for c in (*differing, *more) if present(run[c])]
         _disambiguate(block, out)
     return out
 

@@ -12,19 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spark_bench import knobs
+
 if TYPE_CHECKING:
     from spark_bench.config import RunSpec
 
-# Short, readable tags for the press knobs that appear in directory names.
-KNOB_TAGS = {
-    "compression_ratio": "cr",
-    "kv_budget": "budget",
-    "key_ratio": "kr",
-    "value_ratio": "vr",
-    "recovery": "rec",
-    "token_window": "tw",
-    "channel_window": "cw",
-}
 PREDICTIONS_FILE = "predictions.jsonl"
 RESULTS_FILE = "results.json"
 ARCHIVE_DIR = "previous"  # earlier outputs of a run directory, moved aside by rerun (never deleted)
@@ -32,7 +24,7 @@ ARCHIVE_DIR = "previous"  # earlier outputs of a run directory, moved aside by r
 
 def knob_tags(spec: RunSpec) -> str:
     """The press knobs that apply, short: ``cr0.1_kr0.5_recmean_tw32_cw32``."""
-    return "_".join(f"{KNOB_TAGS[k]}{v}" for k, v in spec.knobs.items() if v is not None)
+    return "_".join(knobs.tag(k, v) for k, v in spec.knobs.items() if v is not None)
 
 
 def run_dir(results_root: str | Path, spec: RunSpec) -> Path:

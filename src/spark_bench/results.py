@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 # budget_label and press_label are read from here by notebooks written before labels.py.
+from spark_bench import knobs
 from spark_bench.labels import budget_label as budget_label
 from spark_bench.labels import label_runs
 from spark_bench.labels import press_label as press_label
@@ -37,13 +38,8 @@ class RunBlock(TypedDict):
     press: str
     dataset: str
     tasks: list[str]
-    compression_ratio: float | None  # null where the press evicts no tokens or kv_budget is used
-    kv_budget: int | None
-    key_ratio: float | None  # null where the press prunes no key channels
-    value_ratio: float | None
-    recovery: str | None
-    token_window: int | None  # observation window of the token press (SnapKV, PyramidKV)
-    channel_window: int | None  # observation window of the channel press (SparK, ThinK)
+    # then one field per knob of spark_bench.knobs (compression_ratio, kv_budget, key_ratio, ...),
+    # null where the press does not read it
     seed: int
     n_samples: int
     n_failed: int  # samples that raised (scored as empty answers, errors in predictions.jsonl)
@@ -271,7 +267,7 @@ class PredictionLog:
 
 
 RUN_COLUMNS = (
-    "model", "press", "dataset", "compression_ratio", "kv_budget", "key_ratio", "value_ratio", "recovery",
+    "model", "press", "dataset", *(k.name for k in knobs.KNOBS if k.in_every_result),
     "seed", "n_samples", "config_hash", "finished_at",
 )  # fmt: skip
 # The index of the paper-layout table: one block per model, dataset, budget and setting.

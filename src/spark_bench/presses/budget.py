@@ -11,6 +11,9 @@ from typing import Any
 
 from hydra.utils import instantiate
 from kvpress import BasePress, ComposedPress, ScorerPress
+from omegaconf import OmegaConf
+
+from spark_bench import knobs
 
 # Attributes through which kvpress wrappers hold the press they wrap.
 _WRAPPED = ("press", "base_press")
@@ -20,7 +23,9 @@ def build_press(press_cfg: Any) -> BasePress | None:
     """A fresh press from its config node; None for ``no_press`` (a node without ``_target_``)."""
     if press_cfg is None or "_target_" not in press_cfg:
         return None
-    return instantiate(press_cfg)
+    fields = OmegaConf.to_container(press_cfg, resolve=True)
+    fields.pop(knobs.PRESS_KEY, None)  # the knobs the press reads: a declaration, not a field
+    return instantiate(fields)
 
 
 def token_presses(press: BasePress | None) -> list[ScorerPress]:
