@@ -24,5 +24,5 @@ class Sample:
     chat_template: bool = True
     all_classes: tuple[str, ...] | None = None  # classification tasks (LongBench trec, lsht)
     # The official score breakdowns the sample counts in (LongBench-E length bucket,
-    # LongBench-v2 difficulty and length), see ``spark_bench.metrics.breakdown``.
+    # LongBench-v2 difficulty and length): its benchmark's ``breakdown_groups``.
     labels: tuple[str, ...] = ()
