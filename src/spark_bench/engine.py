@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 from kvpress import BasePress
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from spark_bench import memory
 from spark_bench.cache import ChannelSparseCache
 from spark_bench.data import Sample
 from spark_bench.presses import set_token_budget
+from spark_bench.presses.fan_out import FanOutPress, custom_hooks, prefill_attention
 
 # Splits a chat-templated prompt where the user's message ends (the kvpress pipeline's trick):
 # everything before it can be compressed, everything after it is fed after compression.
@@ -150,9 +151,8 @@ def answer(
     """Prefill ``prompt.prefill_ids`` once under ``press``, then answer each query greedily."""
     device = model.device
     prefill_ids = prompt.prefill_ids.to(device)
-    context_tokens = prefill_ids.shape[1]
     if kv_budget is not None:
-        set_token_budget(press, kv_budget, context_tokens)
+        set_token_budget(press, kv_budget, prefill_ids.shape[1])
 
     cache = ChannelSparseCache()  # a DynamicCache until SparK stores a layer packed
     synchronize(device)
@@ -160,7 +160,72 @@ def answer(
     with press(model) if press is not None else contextlib.nullcontext():
         model.model(input_ids=prefill_ids, past_key_values=cache)  # no lm head over the context
     synchronize(device)
+    return _answers(model, tokenizer, cache, prompt, max_new_tokens, time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def answer_shared(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    presses: Sequence[BasePress | None],
+    prompt: Prompt,
+    max_new_tokens: Sequence[int],
+    kv_budgets: Sequence[int | None],
+) -> list[list[Answer]]:
+    """``answer`` for several presses from one prefill (``presses.fan_out``): per press, the
+    answers ``answer`` gives with it alone. Each press's ``Answer.prefill_s`` is its share of
+    the one prefill, which includes every press's compression. The presses must share a
+    prefill (``unshareable`` says why not)."""
+    if len(presses) != len(kv_budgets):
+        raise ValueError(f"{len(presses)} presses for {len(kv_budgets)} token budgets")
+    reason = unshareable(model, presses)
+    if reason:
+        raise ValueError(f"these presses cannot share a prefill: {reason}")
+    device = model.device
+    prefill_ids = prompt.prefill_ids.to(device)
+    for press, kv_budget in zip(presses, kv_budgets, strict=True):
+        if kv_budget is not None:
+            set_token_budget(press, kv_budget, prefill_ids.shape[1])
+
+    caches = [ChannelSparseCache() for _ in presses]
+    fan_out = FanOutPress(presses, caches)
+    synchronize(device)
+    start = time.perf_counter()
+    with fan_out(model):
+        model.model(input_ids=prefill_ids, past_key_values=DynamicCache())
+    synchronize(device)
     prefill_s = time.perf_counter() - start
+    answers = []
+    for index in range(len(caches)):
+        cache, caches[index] = caches[index], None  # freed once answered
+        answers.append(_answers(model, tokenizer, cache, prompt, max_new_tokens, prefill_s))
+    return answers
+
+
+def unshareable(model: PreTrainedModel, presses: Sequence[BasePress | None]) -> str | None:
+    """Why ``presses`` cannot share one prefill on ``model``, or None when they can: a shared
+    prefill must run as each press's solo prefill would (same attention implementation, and
+    no press hooking the model its own way)."""
+    hooked = [type(p).__name__ for p in presses if custom_hooks(p)]
+    if hooked:
+        return f"{hooked} hook the model their own way"
+    attention = {type(p).__name__ if p else "no press": prefill_attention(model, p) for p in presses}
+    if len(set(attention.values())) > 1:
+        return f"they prefill with different attention implementations: {attention}"
+    return None
+
+
+def _answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    cache: ChannelSparseCache,
+    prompt: Prompt,
+    max_new_tokens: Sequence[int],
+    prefill_s: float,
+) -> list[Answer]:
+    """Answer each query of ``prompt`` greedily from the prefilled ``cache``."""
+    device = model.device
+    context_tokens = prompt.prefill_ids.shape[1]
     held = memory.cache_bytes(cache)
     dense = memory.dense_cache_bytes(cache, context_tokens)
     lengths = [layer.get_seq_length() for layer in cache.layers]

@@ -1,0 +1,111 @@
+"""One prefill for many presses (``engine.answer_shared``) answers exactly as each press alone.
+
+Every press of conf/press, at a compression ratio and at a token budget, on tiny random models:
+the shared prefill's answers, cache bytes and lengths equal the solo run's, byte for byte.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kvpress import SnapKVPress
+
+from spark_bench import engine, tasks
+from spark_bench.models import load_model, restore_attention
+from spark_bench.presses import build_press
+from spark_bench.presses.pyramidkv import PyramidKVPress
+from tests.helpers import compose_config, group_choices
+
+# observed_attention reads attention weights, so its model runs eager attention: another model
+# config, hence another prefill; it is checked against presses sharing that eager prefill.
+EAGER = "observed_attention"
+CONTEXT_TOKENS = 384
+
+
+def _setting(model: str, press: str, budget: bool) -> list[str]:
+    knobs = ["compression_ratio=null", "kv_budget=96"] if budget else ["compression_ratio=0.4"]
+    return [f"model={model}", f"press={press}", "key_ratio=0.6", "value_ratio=0.25", *knobs]
+
+
+def _prompt(cfg, tokenizer):
+    dataset = compose_config(
+        ["dataset=ruler", "dataset.tasks=[niah_multikey_1]", f"dataset.context_length={CONTEXT_TOKENS}"]
+    ).dataset
+    (sample,) = tasks.get("ruler").samples(dataset, tokenizer, seed=0, max_samples=1)
+    return engine.encode(tokenizer, [sample], True, {}), [12]
+
+
+def _solo_and_shared(model_name: str, presses: list[str], budget: bool):
+    cfgs = [compose_config(_setting(model_name, press, budget)) for press in presses]
+    loaded = load_model(cfgs[0].model)
+    configured = loaded.model.config._attn_implementation
+    prompt, lengths = _prompt(cfgs[0], loaded.tokenizer)
+    kv_budgets = [
+        cfg.kv_budget if cfg.press.knobs and "kv_budget" in cfg.press.knobs else None for cfg in cfgs
+    ]
+    solo = []
+    for cfg, kv_budget in zip(cfgs, kv_budgets, strict=True):
+        restore_attention(loaded.model, configured)
+        solo.append(
+            engine.answer(loaded.model, loaded.tokenizer, build_press(cfg.press), prompt, lengths, kv_budget)
+        )
+    restore_attention(loaded.model, configured)
+    shared = engine.answer_shared(
+        loaded.model, loaded.tokenizer, [build_press(cfg.press) for cfg in cfgs], prompt, lengths, kv_budgets
+    )
+    return solo, shared
+
+
+def _same(solo, shared, presses):
+    assert len(shared) == len(solo)
+    for press, alone, together in zip(presses, solo, shared, strict=True):
+        for a, b in zip(alone, together, strict=True):
+            assert (a.text, a.context_tokens, a.kv_cache_bytes, a.kv_cache_dense_bytes) == (
+                b.text,
+                b.context_tokens,
+                b.kv_cache_bytes,
+                b.kv_cache_dense_bytes,
+            ), press
+
+
+SDPA_PRESSES = [p for p in group_choices("press") if p != EAGER and "pyramid" not in p]
+PYRAMID_PRESSES = [p for p in group_choices("press") if "pyramid" in p]
+
+
+@pytest.mark.parametrize("budget", [False, True], ids=["ratio", "budget"])
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-qwen3"])
+@pytest.mark.parametrize(
+    "group", [SDPA_PRESSES, PYRAMID_PRESSES, [EAGER, "snapkv", "no_press"]], ids=["sdpa", "pyramid", "eager"]
+)
+def test_every_press_answers_from_a_shared_prefill_as_alone(model, group, budget):
+    _same(*_solo_and_shared(model, group, budget), group)
+
+
+def test_the_comparison_can_tell_presses_apart():
+    """Guard for the test above: on this setting the presses answer differently, so equal answers
+    mean equal caches, not a model that says the same whatever its cache holds."""
+    solo, shared = _solo_and_shared("tiny-llama", SDPA_PRESSES, budget=False)
+    assert len({answers[0].text for answers in solo}) > len(SDPA_PRESSES) // 2
+    assert len({answers[0].kv_cache_bytes for answers in shared}) > 1
+
+
+def test_presses_that_prefill_differently_are_refused():
+    loaded = load_model(compose_config(["model=tiny-llama"]).model)
+    pyramid = PyramidKVPress(compression_ratio=0.5)
+    reason = engine.unshareable(loaded.model, [SnapKVPress(compression_ratio=0.5), pyramid])
+    assert "different attention implementations" in reason
+    assert loaded.model.config._attn_implementation == "sdpa"  # the probe put the model back
+    assert engine.unshareable(loaded.model, [SnapKVPress(compression_ratio=0.5), None]) is None
+
+
+def test_the_shared_prefill_keeps_no_dense_copy_of_a_layer():
+    loaded = load_model(compose_config(["model=tiny-llama"]).model)
+    presses = [SnapKVPress(compression_ratio=0.5), SnapKVPress(compression_ratio=0.25)]
+    caches = [engine.ChannelSparseCache() for _ in presses]
+    fan_out = engine.FanOutPress(presses, caches)
+    shared = engine.DynamicCache()
+    ids = torch.randint(0, loaded.model.config.vocab_size, (1, 128))
+    with torch.inference_mode(), fan_out(loaded.model):
+        loaded.model.model(input_ids=ids, past_key_values=shared)
+    assert all(layer.keys.shape[-2] == 0 for layer in shared.layers)
+    assert [c.layers[0].get_seq_length() for c in caches] == [64, 96]
