@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase as Tokenizer
 
 from spark_bench.data.sample import Sample
 
@@ -26,6 +26,9 @@ ALL_TASKS = "all"
 
 Scores = dict[str, float]
 Breakdown = dict[str, dict[str, float | None]]
+Dataset = Mapping[str, Any]  # the dataset config node (conf/dataset/<name>.yaml, with overrides)
+Texts = Sequence[str]
+Answers = Sequence[Sequence[str]]
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,7 @@ class Benchmark(ABC):
     # -- what a benchmark declares ----------------------------------------------------------
     @abstractmethod
     def load(
-        self,
-        dataset: Mapping[str, Any],
-        tokenizer: PreTrainedTokenizerBase,
-        seed: int,
-        max_samples: int | None,
+        self, dataset: Dataset, tokenizer: Tokenizer, seed: int, max_samples: int | None
     ) -> list[Sample]:
         """The samples of ``dataset["tasks"]``, at most ``max_samples`` per task, in a stable order."""
 
@@ -87,13 +86,7 @@ class Benchmark(ABC):
         """The name of the task's official metric (for listings)."""
 
     @abstractmethod
-    def score_task(
-        self,
-        task: str,
-        predictions: Sequence[str],
-        answers: Sequence[Sequence[str]],
-        all_classes: Sequence[str] | None,
-    ) -> float:
+    def score_task(self, task: str, predictions: Texts, answers: Answers, all_classes: Texts | None) -> float:
         """The official score (0-100) of one task's predictions (or, with ``ALL_TASKS``, of all)."""
 
     def build_prompt(self, task: str, record: Mapping[str, Any]) -> str:
@@ -116,11 +109,7 @@ class Benchmark(ABC):
             raise ValueError(f"{self.name} task {task!r} is not one of {list(self.tasks)}")
 
     def samples(
-        self,
-        dataset: Mapping[str, Any],
-        tokenizer: PreTrainedTokenizerBase,
-        seed: int,
-        max_samples: int | None,
+        self, dataset: Dataset, tokenizer: Tokenizer, seed: int, max_samples: int | None
     ) -> list[Sample]:
         """``load``, checked: every task of ``dataset["tasks"]`` holds a sample."""
         samples = self.load(dataset, tokenizer, seed, max_samples)
@@ -135,11 +124,7 @@ class Benchmark(ABC):
         return samples
 
     def score(
-        self,
-        task: str,
-        predictions: Sequence[str],
-        answers: Sequence[Sequence[str]],
-        all_classes: Sequence[str] | None = None,
+        self, task: str, predictions: Texts, answers: Answers, all_classes: Texts | None = None
     ) -> float:
         """The official score (0-100) of ``predictions`` for one task."""
         if len(predictions) != len(answers):

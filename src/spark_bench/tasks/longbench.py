@@ -6,16 +6,14 @@ in ``spark_bench.metrics.longbench``; this module declares them to the harness.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from transformers import PreTrainedTokenizerBase
 
 from spark_bench.data import longbench as data
 from spark_bench.data.sample import Sample
 from spark_bench.metrics import longbench as metrics
-from spark_bench.tasks.base import Benchmark
+from spark_bench.tasks.base import Answers, Benchmark, Dataset, Texts, Tokenizer
 
 
 class LongBench(Benchmark):
@@ -25,11 +23,7 @@ class LongBench(Benchmark):
     breakdown_groups = tuple(label for _, _, label in data.LONGBENCH_E_BUCKETS)
 
     def load(
-        self,
-        dataset: Mapping[str, Any],
-        tokenizer: PreTrainedTokenizerBase,
-        seed: int,
-        max_samples: int | None,
+        self, dataset: Dataset, tokenizer: Tokenizer, seed: int, max_samples: int | None
     ) -> list[Sample]:
         longbench_e = dataset.get("longbench_e", False)
         samples: list[Sample] = []
@@ -51,13 +45,7 @@ class LongBench(Benchmark):
     def metric(self, task: str) -> str:
         return data.task(task).metric
 
-    def score_task(
-        self,
-        task: str,
-        predictions: Sequence[str],
-        answers: Sequence[Sequence[str]],
-        all_classes: Sequence[str] | None,
-    ) -> float:
+    def score_task(self, task: str, predictions: Texts, answers: Answers, all_classes: Texts | None) -> float:
         return metrics.score(task, predictions, answers, all_classes)
 
     def build_prompt(self, task: str, record: Mapping[str, Any]) -> str:

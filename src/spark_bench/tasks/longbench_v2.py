@@ -11,12 +11,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedTokenizerBase
-
 from spark_bench.data import longbench_v2 as data
 from spark_bench.data.sample import Sample
 from spark_bench.metrics import longbench_v2 as metrics
-from spark_bench.tasks.base import ALL_TASKS, Benchmark, Row
+from spark_bench.tasks.base import ALL_TASKS, Answers, Benchmark, Dataset, Row, Texts, Tokenizer
 
 METRIC = "accuracy"  # of the extracted choice letter (LongBench-v2 result.py)
 
@@ -28,11 +26,7 @@ class LongBenchV2(Benchmark):
     breakdown_over_all_tasks = True
 
     def load(
-        self,
-        dataset: Mapping[str, Any],
-        tokenizer: PreTrainedTokenizerBase,
-        seed: int,
-        max_samples: int | None,
+        self, dataset: Dataset, tokenizer: Tokenizer, seed: int, max_samples: int | None
     ) -> list[Sample]:
         records = data.load_records(dataset.get("data_dir"))
         return [s for task in dataset["tasks"] for s in data.to_samples(task, records, max_samples)]
@@ -51,13 +45,7 @@ class LongBenchV2(Benchmark):
     def metric(self, task: str) -> str:
         return METRIC
 
-    def score_task(
-        self,
-        task: str,
-        predictions: Sequence[str],
-        answers: Sequence[Sequence[str]],
-        all_classes: Sequence[str] | None,
-    ) -> float:
+    def score_task(self, task: str, predictions: Texts, answers: Answers, all_classes: Texts | None) -> float:
         return metrics.score(predictions, answers)
 
     def average(self, task_scores: Mapping[str, float], rows: Sequence[Row]) -> float:

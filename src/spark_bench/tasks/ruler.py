@@ -7,16 +7,14 @@ the chat template, as kvpress runs RULER.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from transformers import PreTrainedTokenizerBase
 
 from spark_bench.data import ruler as data
 from spark_bench.data.sample import Sample
 from spark_bench.metrics import ruler as metrics
-from spark_bench.tasks.base import Benchmark
+from spark_bench.tasks.base import Answers, Benchmark, Dataset, Texts, Tokenizer
 
 
 class Ruler(Benchmark):
@@ -24,11 +22,7 @@ class Ruler(Benchmark):
     tasks = data.TASKS
 
     def load(
-        self,
-        dataset: Mapping[str, Any],
-        tokenizer: PreTrainedTokenizerBase,
-        seed: int,
-        max_samples: int | None,
+        self, dataset: Dataset, tokenizer: Tokenizer, seed: int, max_samples: int | None
     ) -> list[Sample]:
         def count_tokens(text: str) -> int:
             return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
@@ -46,13 +40,7 @@ class Ruler(Benchmark):
         data.task(task)
         return "string_match_part" if task.startswith(metrics.PART_MATCH_PREFIXES) else "string_match_all"
 
-    def score_task(
-        self,
-        task: str,
-        predictions: Sequence[str],
-        answers: Sequence[Sequence[str]],
-        all_classes: Sequence[str] | None,
-    ) -> float:
+    def score_task(self, task: str, predictions: Texts, answers: Answers, all_classes: Texts | None) -> float:
         return metrics.score(task, predictions, answers)
 
     def check_dataset(self, dataset: Mapping[str, Any], tasks: tuple[str, ...]) -> None:
