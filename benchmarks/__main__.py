@@ -16,7 +16,7 @@ from pathlib import Path
 
 from spark_bench.benchmarking import argument_parser, write_figures
 
-SCRIPTS = ("kv_memory", "prefill_cost", "harness_overhead", "grouping", "scaling")
+SCRIPTS = ("kv_memory", "prefill_cost", "harness_overhead", "grouping", "shared_prefill", "scaling")
 
 
 def main(argv: list[str] | None = None) -> dict:

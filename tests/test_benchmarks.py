@@ -25,6 +25,7 @@ TIMING_KEYS = (
     "spark_prefill_ratio_4k",
     "spark_prefill_ratio_8k",
     "grouping_speedup",
+    "shared_prefill_speedup",
 )
 
 
@@ -63,6 +64,15 @@ def test_decoding_from_the_sparse_cache_peaks_below_the_dense_cache(figures):
 def test_both_sides_of_each_comparison_give_the_same_answers(figures):
     assert figures["harness_identical_predictions"] is True
     assert figures["grouping_identical_answers"] is True
+    assert figures["shared_prefill_identical_predictions"] is True
+
+
+def test_a_shared_prefill_holds_every_points_cache_and_one_dense_layer_more(figures):
+    # allocations are deterministic: the shared side peaks above the largest point alone (it
+    # holds six compressed caches), below six such points
+    beyond = figures["shared_prefill_peak_ratio_beyond_weights"]
+    assert 1.0 < beyond < figures["shared_prefill_points"]
+    assert 1.0 < figures["shared_prefill_peak_ratio"] < beyond
 
 
 def test_scaling_writes_a_table_per_press_and_length_and_a_plot(figures, tmp_path):

@@ -1,0 +1,203 @@
+"""Shared prefill: a press sweep's points answered from one prefill per context, against one by one.
+
+    python benchmarks/shared_prefill.py                      # 10 samples per task, median of 3
+    python benchmarks/shared_prefill.py --quick --json out.json
+
+The README's SparK-vs-ThinK sweep on the default setting (SmolLM2-135M, RULER niah_single_1 and
+niah_single_2 at 2k tokens, SnapKV evicting 10%): six distinct points, no_press, snapkv, and
+snap_think / snap_spark at λ = 0.5 and 0.8. One by one, each point prefills every context itself
+(what a sweep of six runs does); shared, ``engine.answer_shared`` prefills each context once and
+every point compresses and decodes from its own cache (decoding one point after another). Both
+sides take turns within each repetition; their answers and cache bytes must be identical.
+
+Also printed: peak memory. Beyond the weights, the shared side holds every point's compressed
+cache at once (the tensor bytes it peaks at, against the largest single point, no_press); with
+the weights counted, that is the ratio a machine sees.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+from spark_bench import engine, memory, tasks
+from spark_bench.benchmarking import (
+    argument_parser,
+    compose_config,
+    interleaved_times,
+    paired_ratio,
+    write_figures,
+)
+from spark_bench.data import Sample
+from spark_bench.models import LoadedModel, load_model_once
+from spark_bench.presses import build_press
+
+# The README's sweep: press=no_press,snapkv,snap_think,snap_spark key_ratio=0.5,0.8, less the
+# two points merged at launch (no_press and snapkv read no key_ratio).
+POINTS = (
+    ("no_press", 0.5),
+    ("snapkv", 0.5),
+    ("snap_think", 0.5),
+    ("snap_think", 0.8),
+    ("snap_spark", 0.5),
+    ("snap_spark", 0.8),
+)
+LARGEST_POINT = 0  # no_press holds the most: the single point the memory ratio compares with
+# The paper's LongBench grid (sweeps/longbench_budgets.yaml): 41 distinct points, of which 21
+# prefill with SDPA (no_press, snapkv, snap_think, snap_spark) and 20 with PyramidKV's per-layer
+# attention (pyramidkv, pyramid_think, pyramid_spark): two shared prefills per sample.
+PAPER_GRID_POINTS = 41
+PAPER_GRID_PREFILL_GROUPS = 2
+
+
+def point_config(press: str, key_ratio: float):
+    return compose_config([f"press={press}", f"key_ratio={key_ratio}", "logger=none"])
+
+
+def fixture(loaded: LoadedModel, per_task: int) -> list[Sample]:
+    cfg = point_config(*POINTS[0])
+    return tasks.get(cfg.dataset.name).samples(cfg.dataset, loaded.tokenizer, cfg.seed, per_task)
+
+
+def one_by_one(loaded: LoadedModel, samples: list[Sample], out: list) -> Callable[[], None]:
+    """Each point answers every sample with its own prefill, as six runs would."""
+
+    def run() -> None:
+        out.clear()
+        for press_name, key_ratio in POINTS:
+            press = build_press(point_config(press_name, key_ratio).press)
+            for sample in samples:
+                prompt = engine.encode(loaded.tokenizer, [sample], True)
+                out.append(
+                    engine.answer(loaded.model, loaded.tokenizer, press, prompt, [sample.max_new_tokens])
+                )
+
+    return run
+
+
+def shared(loaded: LoadedModel, samples: list[Sample], out: list) -> Callable[[], None]:
+    """Every point from one prefill per sample; collected point by point, as ``one_by_one``."""
+
+    def run() -> None:
+        per_point: list[list] = [[] for _ in POINTS]
+        for sample in samples:
+            prompt = engine.encode(loaded.tokenizer, [sample], True)
+            presses = [build_press(point_config(*point).press) for point in POINTS]
+            answers = engine.answer_shared(
+                loaded.model, loaded.tokenizer, presses, prompt, [sample.max_new_tokens], [None] * len(POINTS)
+            )
+            for point_answers, answer in zip(per_point, answers, strict=True):
+                point_answers.append(answer)
+        out.clear()
+        out.extend(answer for point_answers in per_point for answer in point_answers)
+
+    return run
+
+
+def per_phase_seconds(alone: list, together: list) -> dict[str, float]:
+    """Mean seconds per sample and point: prefill alone, decode; and the shared prefill (which
+    includes every point's compression) per sample."""
+    answers = [a for group in alone for a in group]  # one question per prefill: prefill_s is whole
+    first_point = together[: len(together) // len(POINTS)]  # each sample's answers, once
+    shared_prefills = [group[0].prefill_s * len(group) for group in first_point]
+    return {
+        "prefill_s": statistics.mean(a.prefill_s for a in answers),
+        "decode_s": statistics.mean(a.decode_s for a in answers),
+        "shared_prefill_s": statistics.mean(shared_prefills),
+    }
+
+
+def _fields(answers: list) -> list[tuple]:
+    return [(a.text, a.kv_cache_bytes, a.kv_cache_dense_bytes) for group in answers for a in group]
+
+
+def peak_ratios(loaded: LoadedModel, sample: Sample) -> dict[str, float | int | None]:
+    """Peak tensor bytes beyond the weights: the largest point alone vs all points shared."""
+    prompt = engine.encode(loaded.tokenizer, [sample], True)
+    lengths = [sample.max_new_tokens]
+    device = loaded.model.device
+
+    def solo() -> None:
+        press = build_press(point_config(*POINTS[LARGEST_POINT]).press)
+        engine.answer(loaded.model, loaded.tokenizer, press, prompt, lengths)
+
+    def together() -> None:
+        presses = [build_press(point_config(*point).press) for point in POINTS]
+        engine.answer_shared(loaded.model, loaded.tokenizer, presses, prompt, lengths, [None] * len(POINTS))
+
+    solo_peak = memory.peak_tensor_bytes(lambda: None, solo, device)
+    shared_peak = memory.peak_tensor_bytes(lambda: None, together, device)
+    if solo_peak is None or shared_peak is None:
+        return {"shared_prefill_peak_ratio": None, "shared_prefill_peak_ratio_beyond_weights": None}
+    weights = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+    return {
+        "shared_prefill_peak_bytes_single": solo_peak[1],
+        "shared_prefill_peak_bytes_shared": shared_peak[1],
+        "shared_prefill_weight_bytes": weights,
+        "shared_prefill_peak_ratio_beyond_weights": round(shared_peak[1] / solo_peak[1], 4),
+        "shared_prefill_peak_ratio": round((weights + shared_peak[1]) / (weights + solo_peak[1]), 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = argument_parser("a press sweep's points from one prefill vs one by one").parse_args(argv)
+    per_task, repeats = (1, 1) if args.quick else (10, 3)
+    loaded = load_model_once(point_config(*POINTS[0]).model)
+    samples = fixture(loaded, per_task)[: 1 if args.quick else None]
+
+    # untimed: the first calls pay for lazy initialisation (the CPU kernel's compilation)
+    warm_prompt = engine.encode(loaded.tokenizer, samples[:1], True)
+    warm_presses = [build_press(point_config(*point).press) for point in POINTS]
+    engine.answer_shared(loaded.model, loaded.tokenizer, warm_presses, warm_prompt, [2], [None] * len(POINTS))
+
+    alone: list = []
+    together: list = []
+    alone_s, shared_s = interleaved_times(
+        [one_by_one(loaded, samples, alone), shared(loaded, samples, together)],
+        repeats,
+        loaded.device,
+        warmup=False,
+    )
+    speedup = paired_ratio(alone_s, shared_s)
+    same = _fields(alone) == _fields(together)
+    phases = per_phase_seconds(alone, together)
+    figures = {
+        "shared_prefill_speedup": round(speedup, 4),
+        "shared_prefill_points": len(POINTS),
+        "shared_prefill_samples": len(samples),
+        "shared_prefill_identical_predictions": same,
+        **{f"shared_prefill_{name}": round(seconds, 4) for name, seconds in phases.items()},
+        **peak_ratios(loaded, samples[0]),
+    }
+    print(f"{len(POINTS)} points x {len(samples)} samples, median of {repeats}")
+    print(f"  one by one        {statistics.median(alone_s):8.1f} s")
+    print(f"  shared prefill    {statistics.median(shared_s):8.1f} s   speedup x{speedup:.2f}")
+    print(f"  identical answers and cache bytes: {same}")
+    prefill_alone, prefill_shared, decode = (phases[k] for k in ("prefill_s", "shared_prefill_s", "decode_s"))
+    print(
+        f"  per sample and point: prefill {prefill_alone:.2f} s alone, {prefill_shared:.2f} s shared by all;"
+        f" decode {decode:.2f} s"
+    )
+    alone_grid = PAPER_GRID_POINTS * (phases["prefill_s"] + phases["decode_s"])
+    shared_grid = (
+        PAPER_GRID_PREFILL_GROUPS * phases["shared_prefill_s"] + PAPER_GRID_POINTS * phases["decode_s"]
+    )
+    print(
+        f"  projected, the paper's LongBench grid ({PAPER_GRID_POINTS} points) per sample at these phase"
+        f" times: {alone_grid:.0f} s one by one, {shared_grid:.0f} s shared (x{alone_grid / shared_grid:.1f})"
+    )
+    if figures["shared_prefill_peak_ratio"] is not None:
+        beyond, total = (
+            figures["shared_prefill_peak_ratio_beyond_weights"],
+            figures["shared_prefill_peak_ratio"],
+        )
+        print(
+            f"  peak tensor memory beyond the weights: x{beyond:.2f} of the largest point alone;"
+            f" with the weights x{total:.2f}"
+        )
+    write_figures(args.json, figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
