@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from spark_bench import sweep
 from spark_bench.config import ConfigError, register_resolvers
 from spark_bench.models import ModelLoadError
-from spark_bench.runner import plan, run
+from spark_bench.runner import plan, run, run_together
 
 register_resolvers()
 log = logging.getLogger("spark_bench")
@@ -21,6 +21,10 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.dry_run:  # list what a (multi)run would do: python run.py -m +sweep=... dry_run=true
             print(plan(cfg))
             return None
+        together = sweep.shared_points()  # this job answers several points of a sweep
+        if together:
+            results = run_together(cfg, together)[0]  # each point's failure is recorded, not raised
+            return None if results is None else results["scores"]["average"]
         results = run(cfg)
     except (ConfigError, ModelLoadError) as err:  # the user's input, not our bug: no traceback
         if sweep.in_multirun():

@@ -53,15 +53,18 @@ def test_a_press_that_switches_attention_leaves_the_next_job_a_model_as_loaded(m
 
 
 @pytest.mark.subprocess
-def test_in_one_multirun_snapkv_after_pyramidkv_answers_as_snapkv_alone(tmp_path):
+@pytest.mark.parametrize("share_prefill", [False, True])
+def test_in_one_multirun_snapkv_after_pyramidkv_answers_as_snapkv_alone(tmp_path, share_prefill):
+    """Two jobs of one process, or one job answering both points (PyramidKV's prefill first)."""
     common = ["model=tiny-llama", "logger=none", "max_samples=2", "max_new_tokens=4",
               "dataset.context_length=512", "compression_ratio=0.5"]  # fmt: skip
     multirun = run_py("-m", *common, "press=pyramidkv,snapkv", f"paths.results_root={tmp_path / 'both'}",
-                      f"hydra.sweep.dir={tmp_path / 'sweep'}")  # fmt: skip
+                      f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                      f"hydra.sweeper.share_prefill={share_prefill}")  # fmt: skip
     assert multirun.returncode == 0, multirun.stderr[-2000:]
     alone = run_py(*common, "press=snapkv", f"paths.results_root={tmp_path / 'alone'}",
                    f"hydra.run.dir={tmp_path / 'hydra'}")  # fmt: skip
     assert alone.returncode == 0, alone.stderr[-2000:]
-    (second_job_log,) = (tmp_path / "sweep" / "1").glob("*.log")
-    assert "model attention back to sdpa" in second_job_log.read_text()
+    (snapkv_job_log,) = (tmp_path / "sweep" / ("0" if share_prefill else "1")).glob("*.log")
+    assert "model attention back to sdpa" in snapkv_job_log.read_text()
     assert _answers(tmp_path / "both" / "ruler" / "tiny-llama" / "snapkv") == _answers(tmp_path / "alone")

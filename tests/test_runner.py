@@ -14,7 +14,8 @@ from spark_bench.runner import run
 from tests.helpers import read_jsonl, run_py
 
 RESULT_KEYS = Results.__annotations__
-PREDICTION_KEYS = set(Prediction.__annotations__) - {"error"}  # "error" only on a failed sample
+# "error" only on a failed sample, the other two only where a sweep job shared the prefill
+PREDICTION_KEYS = set(Prediction.__annotations__) - {"error", "prefill_shared_by", "compress_s"}
 
 
 def check_schema(results: dict) -> None:
@@ -48,7 +49,16 @@ def check_schema(results: dict) -> None:
         "peak_gpu_bytes",
         "peak_rss_bytes",
     }
-    assert set(results["timing"]) == {"prefill_s", "decode_s", "total_s"}
+    assert set(results["timing"]) == {
+        "prefill_s",
+        "decode_s",
+        "total_s",
+        "shared_prefill_samples",
+        "compress_s",
+    }
+    assert (
+        results["timing"]["shared_prefill_samples"] == 0 and results["timing"]["compress_s"] is None
+    )  # alone
     assert "average" in results["scores"]
     assert all(0 <= v <= 100 for v in results["scores"].values())
 

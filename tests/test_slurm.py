@@ -41,33 +41,36 @@ def sacct_jobs(env) -> list[tuple[str, str]]:
     return [tuple(line.split("|")) for line in out.stdout.splitlines() if line.strip()]
 
 
-def test_a_grid_repeating_configs_submits_each_once_and_isolates_a_failure(slurm_env, tmp_path):
-    """Six points, three configs (snapkv reads no key_ratio): three SLURM jobs, none racing
-    another for its run directory; the point that fails leaves the others complete."""
+def test_a_grid_submits_one_task_per_prefill_group_and_isolates_a_failure(slurm_env, tmp_path):
+    """Twelve points: two presses at two key ratios on three contexts. snapkv reads no key_ratio
+    (its second point merged at launch), and the three points of a context share its prefill:
+    three SLURM jobs, none racing another for a run directory; the context that fails fails its
+    own points and leaves the others complete."""
     before = len(sacct_jobs(slurm_env))
 
     def launch(name: str):
         return run_py(
-            "-m", "+sweep=smoke", *LAUNCH, "press=snapkv", "key_ratio=0.5,0.8",
+            "-m", "+sweep=smoke", *LAUNCH, "press=snapkv,snap_spark", "key_ratio=0.5,0.8",
             "dataset.context_length=512,40,600",
             f"paths.results_root={tmp_path / 'res'}", f"hydra.sweep.dir={tmp_path / name}", timeout=600,
         )  # fmt: skip
 
-    first = launch("first")  # context_length=40 cannot hold a RULER prompt: that point fails
+    first = launch("first")  # context_length=40 cannot hold a RULER prompt: those points fail
     assert first.returncode == 1, first.stderr[-3000:]
     jobs = sacct_jobs(slurm_env)[before:]
-    assert len(jobs) == 3, jobs  # one job per distinct config went through the scheduler
+    assert len(jobs) == 3, jobs  # one job per context, each answering its three points
     summary = json.loads((tmp_path / "first" / "summary.json").read_text())
-    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 1, "merged": 3}
-    (failed,) = [j for j in summary["jobs"] if j["status"] == "failed"]
-    assert "dataset.context_length=40" in failed["overrides"] and Path(failed["log"]).is_file()
-    assert "cannot hold the prompt" in failed["error"]  # its own error, not a lock held by a twin
-    assert len(list((tmp_path / "res").rglob("results.json"))) == 2
+    assert summary["counts"] == {"done": 6, "skipped": 0, "failed": 3, "merged": 3}
+    failed = [j for j in summary["jobs"] if j["status"] == "failed"]
+    assert all("dataset.context_length=40" in j["overrides"] and Path(j["log"]).is_file() for j in failed)
+    assert all("cannot hold the prompt" in j["error"] for j in failed)  # not a lock held by a twin
+    assert len({j["job"] for j in summary["jobs"]}) == 3
+    assert len(list((tmp_path / "res").rglob("results.json"))) == 6
 
-    again = launch("again")  # the same sweep: the two finished points are skipped, the failed one reruns
+    again = launch("again")  # the same sweep: the finished points are skipped, the failed ones rerun
     assert again.returncode == 1
     launched = [j["status"] for j in read_jobs(tmp_path / "again") if j["status"] != "merged"]
-    assert launched == ["skipped", "failed", "skipped"]
+    assert sorted(launched) == ["failed"] * 3 + ["skipped"] * 6
 
 
 def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slurm_env, tmp_path):

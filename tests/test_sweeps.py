@@ -111,12 +111,14 @@ def test_a_failed_point_leaves_the_others_complete_and_a_relaunch_skips_them(tmp
 
 @pytest.mark.subprocess
 def test_points_of_one_config_run_once_and_the_summary_lists_the_merged_ones(tmp_path):
-    """no_press reads no key_ratio: its two key_ratio points are one run (as are snapkv's)."""
+    """no_press reads no key_ratio: its two key_ratio points are one run (as are snapkv's).
+    (Sharing prefills, all four would be one job: tests/test_shared_sweeps.py.)"""
     grid = [
         "-m",
         "+sweep=smoke",
         "press=no_press,snapkv,snap_spark",
         f"paths.results_root={tmp_path / 'res'}",
+        "hydra.sweeper.share_prefill=false",
     ]
     proc = run_py(*grid, f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert proc.returncode == 0, proc.stderr[-3000:]

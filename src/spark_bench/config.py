@@ -401,6 +401,13 @@ def effective_config(cfg: DictConfig, knobs: Mapping[str, Any]) -> dict[str, Any
     return resolved
 
 
+def prefill_key(cfg: DictConfig, knobs: Mapping[str, Any]) -> str:
+    """What the points of a sweep must agree on to share their prefills (``sweeper``): the
+    effective config less the press and its knobs (model, data, samples, seed, prompt settings)."""
+    shared = {k: v for k, v in effective_config(cfg, knobs).items() if k not in ("press", *knob_table.NAMES)}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
 def config_hash(cfg: DictConfig, knobs: Mapping[str, Any]) -> str:
     """12 hex digits identifying a run's effective config (same hash -> same outputs)."""
     canonical = json.dumps(effective_config(cfg, knobs), sort_keys=True, default=str)

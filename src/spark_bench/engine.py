@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -42,8 +42,12 @@ class Answer:
     context_tokens: int  # prefill length before compression
     kv_cache_bytes: int  # bytes the cache held right after the compressed prefill
     kv_cache_dense_bytes: int  # the same prefill, uncompressed
-    prefill_s: float  # this answer's share of the (shared) prefill
+    prefill_s: float  # this answer's share of its prefill (of several points', when shared)
     decode_s: float
+    # A prefill shared by several points (``answer_shared``): how many, and this point's own
+    # compression within it (its share, as ``prefill_s``); None for a point's own prefill.
+    prefill_shared_by: int = 1
+    compress_s: float | None = None
 
 
 def prefill_groups(samples: Sequence[Sample], compress_questions: bool) -> Iterator[list[Sample]]:
@@ -196,10 +200,27 @@ def answer_shared(
     synchronize(device)
     prefill_s = time.perf_counter() - start
     answers = []
+    questions = len(prompt.query_ids)
     for index in range(len(caches)):
         cache, caches[index] = caches[index], None  # freed once answered
-        answers.append(_answers(model, tokenizer, cache, prompt, max_new_tokens, prefill_s))
+        own = _answers(model, tokenizer, cache, prompt, max_new_tokens, prefill_s)
+        compress_s = fan_out.compress_s[index] / questions
+        answers.append([replace(a, prefill_shared_by=len(presses), compress_s=compress_s) for a in own])
     return answers
+
+
+def sharing_sets(model: PreTrainedModel, presses: Sequence[BasePress | None]) -> list[list[int]]:
+    """The indices of ``presses`` in sets whose members can share one prefill (``unshareable``),
+    in order: the presses of one sweep usually form one set, PyramidKV's another."""
+    sets: list[list[int]] = []
+    for index, press in enumerate(presses):
+        for members in sets:
+            if unshareable(model, [presses[i] for i in members] + [press]) is None:
+                members.append(index)
+                break
+        else:
+            sets.append([index])
+    return sets
 
 
 def unshareable(model: PreTrainedModel, presses: Sequence[BasePress | None]) -> str | None:

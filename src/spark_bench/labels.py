@@ -37,7 +37,7 @@ PRESS_FIELDS = "press."
 NOT_CONFIG = (
     "n_samples", "config_hash", "finished_at", "task", "score", "path", "kv_cache_bytes",
     "kv_cache_dense_bytes", "peak_gpu_bytes", "peak_rss_bytes", "prefill_s", "decode_s", "total_s",
-    "paper_score",
+    "shared_prefill_samples", "compress_s", "paper_score",
 )  # fmt: skip
 NULL = "null"
 LISTED_ITEMS = 4  # a longer list (dataset.tasks) is labelled by its length

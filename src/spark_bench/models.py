@@ -214,7 +214,7 @@ def _check_attention_available(implementation: str) -> None:
 def restore_attention(model: transformers.PreTrainedModel, implementation: str) -> None:
     """Put ``model`` back on the attention implementation its config asked for."""
     if model.config._attn_implementation != implementation:
-        log.info("model attention back to %s (a previous job switched it)", implementation)
+        log.info("model attention back to %s (a press switched it for an earlier prefill)", implementation)
         model.set_attn_implementation(implementation)
 
 

@@ -57,10 +57,15 @@ class MemoryBlock(TypedDict):
     peak_rss_bytes: int
 
 
-class TimingBlock(TypedDict):
-    prefill_s: float  # summed over samples (a shared prefill is split between its questions)
+class TimingBlock(TypedDict, total=False):
+    # Summed over samples; a prefill of several questions is split between them. A prefill
+    # shared with other points of a sweep job counts whole for each point (with all their
+    # compressions): see shared_prefill_samples and compress_s.
+    prefill_s: float
     decode_s: float
-    total_s: float  # wall time of the sample loop of this process
+    total_s: float  # wall time of the sample loop of this process (of every point of a shared job)
+    shared_prefill_samples: int  # samples answered from a prefill shared with other points
+    compress_s: float | None  # this point's own compression within those; null when none shared
 
 
 class GitBlock(TypedDict):
@@ -115,6 +120,8 @@ class Prediction(TypedDict, total=False):
     prefill_s: float
     decode_s: float
     code_version: str  # of the code that answered (provenance.code_version); absent in older files
+    prefill_shared_by: int  # only on a sample whose prefill several points shared: how many
+    compress_s: float  # with it: this point's own compression within that prefill (prefill_s: all of it)
     error: str  # only on a sample that raised (its prediction is "", its score 0); retried on resume
 
 

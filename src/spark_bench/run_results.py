@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def answered(benchmark: str, sample: Sample, answer: Answer) -> Prediction:
     """The record of an answered sample, scored with its task's metric."""
-    return Prediction(
+    record = Prediction(
         id=sample.id,
         task=sample.task,
         prediction=answer.text,
@@ -38,6 +38,10 @@ def answered(benchmark: str, sample: Sample, answer: Answer) -> Prediction:
         decode_s=answer.decode_s,
         code_version=provenance.code_version(),
     )
+    if answer.prefill_shared_by > 1:  # prefill_s is then the shared prefill's, compress_s its own part
+        record["prefill_shared_by"] = answer.prefill_shared_by
+        record["compress_s"] = answer.compress_s
+    return record
 
 
 def failed(sample: Sample, err: BaseException) -> Prediction:
@@ -85,6 +89,7 @@ def finish(
             out_dir / paths.PREDICTIONS_FILE,
         )
     answered_records = [r for r in records if not r.get("error")] or records
+    shared = [r for r in records if r.get("prefill_shared_by", 1) > 1]
     results = Results(
         schema=SCHEMA,
         run={
@@ -114,6 +119,8 @@ def finish(
             "prefill_s": sum(r["prefill_s"] for r in records),
             "decode_s": sum(r["decode_s"] for r in records),
             "total_s": total_s,
+            "shared_prefill_samples": len(shared),
+            "compress_s": sum(r["compress_s"] for r in shared) if shared else None,
         },
         provenance=made_by,
     )

@@ -18,6 +18,13 @@ what each point is doing after the launching process is gone.
 
 ``hydra.sweeper.dedupe=false`` launches every point (the second of two equal points is then
 skipped if the first finished before it started, or stopped by the run lock if not).
+
+Points that differ only in their press and press knobs (same model, data, samples, seed, prompt
+settings: ``config.prefill_key``) share their prefills: up to ``hydra.sweeper.points_per_job``
+of them run in one job (one SLURM task), which prefills each context once and compresses and
+answers it for every point (``runner.run_together``). Each point still has its own run
+directory, results, ``jobs.jsonl`` lines and resume. ``hydra.sweeper.share_prefill=false``
+launches one job per point.
 """
 
 from __future__ import annotations
@@ -31,10 +38,10 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.types import Override
-from omegaconf import open_dict, read_write
+from omegaconf import OmegaConf, open_dict, read_write
 
 from spark_bench import paths, sweep
-from spark_bench.config import ConfigError, validate
+from spark_bench.config import ConfigError, prefill_key, validate
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +50,36 @@ class DedupeSweeper(BasicSweeper):
     """``hydra/sweeper=spark_bench`` (the default of ``conf/config.yaml``)."""
 
     def __init__(
-        self, max_batch_size: int | None = None, params: dict[str, str] | None = None, dedupe: bool = True
+        self,
+        max_batch_size: int | None = None,
+        params: dict[str, str] | None = None,
+        dedupe: bool = True,
+        share_prefill: bool = True,
+        points_per_job: int = 8,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         self.dedupe = dedupe
+        self.points_per_job = job_size(share_prefill, points_per_job)
 
     def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
         """The grid's points in launch batches, as Hydra's basic sweeper splits them, less the
         points merged into an earlier one. (The base class calls this through ``self``.)"""
         (points,) = BasicSweeper.split_arguments(overrides, None)
         plan = [self._plan_point(point) for point in points]
-        launched = _merge(plan) if self.dedupe else _launch_all(plan)
-        if not any(entry["dry_run"] for entry in plan):
-            sweep.write_points(Path(self.config.hydra.sweep.dir), plan)
+        dry_run = any(entry["dry_run"] for entry in plan)
+        if self.dedupe:
+            _merge(plan)
+        _share(plan, 1 if dry_run else self.points_per_job)  # a dry run lists every point itself
+        launched = _number_jobs(plan)
+        if not dry_run:
+            sweep_dir = Path(self.config.hydra.sweep.dir)
+            sweep.write_points(sweep_dir, plan)
+            sweep.write_shared_jobs(sweep_dir, _shared_jobs(plan))
             for entry in plan:
                 if entry["status"] == "merged":
-                    sweep.record_merged(Path(self.config.hydra.sweep.dir), entry, plan[entry["merged_into"]])
+                    sweep.record_merged(sweep_dir, entry, plan[entry["merged_into"]])
         _say_merged(plan)
+        _say_shared(plan)
         return [list(batch) for batch in self.split_overrides_to_chunks(launched, max_batch_size)]
 
     def _plan_point(self, overrides: Sequence[str]) -> dict[str, Any]:
@@ -70,6 +90,8 @@ class DedupeSweeper(BasicSweeper):
             "run_dir": None,
             "error": None,
             "dry_run": False,
+            "status": "launched",
+            "prefill_key": None,  # None: shares with no other point
         }
         assert self.hydra_context is not None and self.config is not None
         point_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -81,6 +103,12 @@ class DedupeSweeper(BasicSweeper):
             point["dry_run"] = task_cfg.get("dry_run") is True
             spec = validate(task_cfg)
             point["run_dir"] = str(paths.run_dir(task_cfg.paths.results_root, spec))
+            point["prefill_key"] = prefill_key(task_cfg, spec.knobs)
+            point["shared"] = sweep.SharedPoint(
+                list(overrides),
+                OmegaConf.to_container(point_cfg.hydra.runtime.choices),
+                OmegaConf.to_container(task_cfg, resolve=False),
+            )
         except ConfigError as err:  # its job says so, in its log
             point["error"] = str(err)
         finally:
@@ -88,30 +116,72 @@ class DedupeSweeper(BasicSweeper):
         return point
 
 
-def _merge(plan: list[dict[str, Any]]) -> list[list[str]]:
-    """Mark each point whose run directory an earlier point has as merged into that point;
-    number the others in launch order (their Hydra job numbers). Returns the launched points."""
+def job_size(share_prefill: Any, points_per_job: Any) -> int:
+    """The most points one job runs, from the sweeper's two settings (checked: ConfigError)."""
+    if not isinstance(share_prefill, bool):
+        raise ConfigError(f"hydra.sweeper.share_prefill={share_prefill!r} must be true or false")
+    if isinstance(points_per_job, bool) or not isinstance(points_per_job, int) or points_per_job < 1:
+        raise ConfigError(
+            f"hydra.sweeper.points_per_job={points_per_job!r} must be a positive integer "
+            "(the most points one job answers from shared prefills)"
+        )
+    return points_per_job if share_prefill else 1
+
+
+def _merge(plan: list[dict[str, Any]]) -> None:
+    """Mark each point whose run directory an earlier point has as merged into that point."""
     first_of: dict[str, int] = {}  # run directory -> index in plan of the point that runs it
-    launched: list[list[str]] = []
     for index, point in enumerate(plan):
         run_dir = point["run_dir"]
         if run_dir is not None and run_dir in first_of:
             point.update(status="merged", merged_into=first_of[run_dir])
-            continue
-        if run_dir is not None:
+        elif run_dir is not None:
             first_of[run_dir] = index
-        point.update(status="launched", job=len(launched))
-        launched.append(point["overrides"])
+
+
+def _share(plan: list[dict[str, Any]], points_per_job: int) -> None:
+    """Put launched points that can share their prefills (same ``prefill_key``) in jobs of up to
+    ``points_per_job``, in grid order: each point but the first of its job gets ``shares_job_of``
+    (the index of that first point). A job never holds one run directory twice."""
+    open_job: dict[str, list[int]] = {}  # prefill key -> the points of its job being filled
+    for index, point in enumerate(plan):
+        key = point["prefill_key"]
+        if point["status"] == "merged" or key is None:
+            continue
+        members = open_job.get(key)
+        taken = members is not None and any(plan[i]["run_dir"] == point["run_dir"] for i in members)
+        if members is None or len(members) >= points_per_job or taken:
+            open_job[key] = [index]
+            continue
+        members.append(index)
+        point["shares_job_of"] = members[0]
+
+
+def _number_jobs(plan: list[dict[str, Any]]) -> list[list[str]]:
+    """Number the jobs in launch order (their Hydra job numbers): the first point of each job
+    is launched; a point sharing a job, or merged into another point, gets that point's job.
+    Returns the launched points' overrides."""
+    launched: list[list[str]] = []
+    for point in plan:
+        if point["status"] != "merged" and "shares_job_of" not in point:
+            point["job"] = len(launched)
+            launched.append(point["overrides"])
+    for point in plan:
+        if "shares_job_of" in point:
+            point["job"] = plan[point["shares_job_of"]]["job"]
     for point in plan:
         if point["status"] == "merged":
             point["job"] = plan[point["merged_into"]]["job"]
     return launched
 
 
-def _launch_all(plan: list[dict[str, Any]]) -> list[list[str]]:
-    for job, point in enumerate(plan):
-        point.update(status="launched", job=job)
-    return [point["overrides"] for point in plan]
+def _shared_jobs(plan: list[dict[str, Any]]) -> dict[int, list[sweep.SharedPoint]]:
+    """Job number -> its points, for every job of more than one point."""
+    jobs: dict[int, list[sweep.SharedPoint]] = {}
+    for point in plan:
+        if point["status"] != "merged" and point.get("shared") is not None:
+            jobs.setdefault(point["job"], []).append(point["shared"])
+    return {job: points for job, points in jobs.items() if len(points) > 1}
 
 
 def _say_merged(plan: list[dict[str, Any]]) -> None:
@@ -130,4 +200,17 @@ def _say_merged(plan: list[dict[str, Any]]) -> None:
         len(merged),
         len(plan),
         "\n".join(lines),
+    )
+
+
+def _say_shared(plan: list[dict[str, Any]]) -> None:
+    jobs = _shared_jobs(plan)
+    if not jobs:
+        return
+    sharing = sum(len(points) for points in jobs.values())
+    log.info(
+        "sharing prefills: %d points run in %d jobs, each job prefilling a context once for all its "
+        "points (hydra.sweeper.share_prefill=false: a job per point)",
+        sharing,
+        len(jobs),
     )

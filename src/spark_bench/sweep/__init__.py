@@ -11,10 +11,16 @@ points run and the summary is made; the summary then exits 1. (On SLURM the fail
 therefore ends COMPLETED: ``jobs.jsonl`` and ``summary.json`` say what really happened.)
 Outside a multirun nothing is recorded. ``python -m spark_bench.sweep status <sweep dir>``
 (``status.py``) tells the same from these files when the launching process is gone.
+
+A job may run several points that share their prefills (the sweeper's ``share_prefill``):
+``shared_jobs.json`` tells such a job its points, and ``as_point`` gives each point, while the
+job works on it, Hydra's runtime config as its own job would have had (its overrides and group
+choices), so that its run name, identity and ``jobs.jsonl`` lines are its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,10 +28,13 @@ import socket
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from spark_bench.provenance import slurm_job
 from spark_bench.results import atomic_output
@@ -35,6 +44,7 @@ log = logging.getLogger(__name__)
 JOBS_FILE = "jobs.jsonl"
 SUMMARY_FILE = "summary.json"
 POINTS_FILE = "points.jsonl"  # every point of the launch, written by the sweeper (spark_bench.sweeper)
+SHARED_JOBS_FILE = "shared_jobs.json"  # the points of each job that runs several (spark_bench.sweeper)
 # What a job did; "merged": the point was not launched, another point of the sweep runs its config.
 STATUSES = ("done", "skipped", "failed", "merged")
 STARTED = "started"  # a job holds its run directory; its outcome follows
@@ -139,6 +149,72 @@ def read_points(sweep_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class SharedPoint:
+    """A point of a job that runs several: what the sweeper composed for it."""
+
+    overrides: list[str]
+    choices: dict[str, str]  # Hydra's runtime choices (press=..., model=...)
+    config: dict[str, Any]  # its task config as Hydra hands it to a job, interpolations unresolved
+
+    def task_config(self) -> DictConfig:
+        cfg = OmegaConf.create(self.config)
+        OmegaConf.set_struct(cfg, True)  # as Hydra hands a job its config
+        return cfg
+
+
+def write_shared_jobs(sweep_dir: Path, jobs: dict[int, list[SharedPoint]]) -> None:
+    """``shared_jobs.json``: job number -> the points it runs, its own first; replaced whole by a
+    relaunch (a job of an earlier launch then finds another first point, and runs its own alone)."""
+    payload = {str(job): [asdict(point) for point in points] for job, points in jobs.items()}
+    with atomic_output(Path(sweep_dir) / SHARED_JOBS_FILE) as tmp:
+        tmp.write_text(json.dumps(payload))
+
+
+def shared_points() -> list[SharedPoint] | None:
+    """The points this job runs together, its own first; None for a job of one point."""
+    hydra_cfg = _hydra()
+    if hydra_cfg is None:
+        return None
+    path = Path(hydra_cfg.sweep.dir) / SHARED_JOBS_FILE
+    if not path.is_file():
+        return None
+    entry = json.loads(path.read_text()).get(str(hydra_cfg.job.num))
+    if not entry:
+        return None
+    points = [SharedPoint(**point) for point in entry]
+    if points[0].overrides != list(hydra_cfg.overrides.task):
+        log.warning(
+            "%s was written by a later launch of this sweep directory (job %s is another point there): "
+            "this job runs its own point alone",
+            path,
+            hydra_cfg.job.num,
+        )
+        return None
+    return points
+
+
+@contextlib.contextmanager
+def as_point(point: SharedPoint) -> Iterator[None]:
+    """Within a job of several points, Hydra's runtime config as ``point``'s own job would have
+    it (its overrides and group choices), put back after the block."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    before = (list(hydra_cfg.overrides.task), OmegaConf.to_container(hydra_cfg.runtime.choices))
+    _set_identity(hydra_cfg, point.overrides, point.choices)
+    try:
+        yield
+    finally:
+        _set_identity(hydra_cfg, *before)
+
+
+def _set_identity(hydra_cfg: DictConfig, overrides: list[str], choices: dict[str, Any]) -> None:
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.overrides.task = overrides
+        hydra_cfg.runtime.choices = choices
 
 
 def _append(path: Path, entry: dict[str, Any]) -> None:

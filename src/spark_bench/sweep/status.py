@@ -15,6 +15,8 @@ and its outcome), the run directories, and ``sacct`` when SLURM is there. Each p
   ``failed``, with what SLURM or the process table says;
 - ``merged``: not launched, another point of the sweep runs its config.
 
+Points that share their prefills run in one job, and are listed with its number.
+
 It then writes ``summary.json`` as the launcher would have (the launcher's keys, plus ``todo`` and
 ``running`` counts while any point is still open).
 """
@@ -116,8 +118,9 @@ def _state(
 
 
 def _runner_of(point: dict[str, Any], points: list[dict[str, Any]]) -> list[str] | None:
+    """The launched point that runs a merged point's config (its job may run other points too)."""
     for other in points:
-        if other["status"] != "merged" and other["job"] == point["job"]:
+        if other["status"] != "merged" and other["run_dir"] == point["run_dir"]:
             return other["overrides"]
     return None
 
@@ -178,7 +181,7 @@ def _slurm_ids_of_launch(sweep_dir: Path, points: list[dict[str, Any]]) -> dict[
     since = points_file.stat().st_mtime - 1  # written by the sweeper just before submission
     folders = [f.name for f in root.iterdir() if f.is_dir() and f.stat().st_mtime >= since]
     ids = sorted((_id_key(name), name) for name in folders if _id_key(name) is not None)
-    launched = sorted(p["job"] for p in points if p["status"] != "merged")
+    launched = sorted({p["job"] for p in points if p["status"] != "merged"})  # a job may run several
     if len(ids) != len(launched):  # not the layout we know: leave it to the jobs' own records
         return {}
     return {job: name for job, (_, name) in zip(launched, ids, strict=True)}
