@@ -7,8 +7,10 @@ The README's SparK-vs-ThinK sweep on the default setting (SmolLM2-135M, RULER ni
 niah_single_2 at 2k tokens, SnapKV evicting 10%): six distinct points, no_press, snapkv, and
 snap_think / snap_spark at λ = 0.5 and 0.8. One by one, each point prefills every context itself
 (what a sweep of six runs does); shared, ``engine.answer_shared`` prefills each context once and
-every point compresses and decodes from its own cache (decoding one point after another). Both
-sides take turns within each repetition; their answers and cache bytes must be identical.
+every point compresses and decodes from its own cache: as a sweep job does by default, the
+points decoding as one batch (``shared_prefill_speedup``), and with ``batch_decode=false``, one
+after another. The sides take turns within each repetition; their answers and cache bytes must
+be identical.
 
 Also printed: peak memory. Beyond the weights, the shared side holds every point's compressed
 cache at once (the tensor bytes it peaks at, against the largest single point, no_press); with
@@ -75,8 +77,11 @@ def one_by_one(loaded: LoadedModel, samples: list[Sample], out: list) -> Callabl
     return run
 
 
-def shared(loaded: LoadedModel, samples: list[Sample], out: list) -> Callable[[], None]:
-    """Every point from one prefill per sample; collected point by point, as ``one_by_one``."""
+def shared(
+    loaded: LoadedModel, samples: list[Sample], out: list, batch_decode: bool = False
+) -> Callable[[], None]:
+    """Every point from one prefill per sample; collected point by point, as ``one_by_one``.
+    ``batch_decode``: the points decode as one batch (``batch_decode=true``), else one by one."""
 
     def run() -> None:
         per_point: list[list] = [[] for _ in POINTS]
@@ -84,7 +89,13 @@ def shared(loaded: LoadedModel, samples: list[Sample], out: list) -> Callable[[]
             prompt = engine.encode(loaded.tokenizer, [sample], True)
             presses = [build_press(point_config(*point).press) for point in POINTS]
             answers = engine.answer_shared(
-                loaded.model, loaded.tokenizer, presses, prompt, [sample.max_new_tokens], [None] * len(POINTS)
+                loaded.model,
+                loaded.tokenizer,
+                presses,
+                prompt,
+                [sample.max_new_tokens],
+                [None] * len(POINTS),
+                batch_decode=batch_decode,
             )
             for point_answers, answer in zip(per_point, answers, strict=True):
                 point_answers.append(answer)
@@ -152,27 +163,42 @@ def main(argv: list[str] | None = None) -> dict:
 
     alone: list = []
     together: list = []
-    alone_s, shared_s = interleaved_times(
-        [one_by_one(loaded, samples, alone), shared(loaded, samples, together)],
+    batched: list = []
+    alone_s, shared_s, batched_s = interleaved_times(
+        [
+            one_by_one(loaded, samples, alone),
+            shared(loaded, samples, together),
+            shared(loaded, samples, batched, batch_decode=True),
+        ],
         repeats,
         loaded.device,
         warmup=False,
     )
-    speedup = paired_ratio(alone_s, shared_s)
-    same = _fields(alone) == _fields(together)
+    speedup, one_by_one_speedup = paired_ratio(alone_s, batched_s), paired_ratio(alone_s, shared_s)
+    same, same_one_by_one = _fields(alone) == _fields(batched), _fields(alone) == _fields(together)
     phases = per_phase_seconds(alone, together)
     figures = {
+        # the default sweep job: one prefill per sample, the points decoded as one batch
         "shared_prefill_speedup": round(speedup, 4),
+        "shared_prefill_identical_predictions": same,
+        # batch_decode=false: the points decoded one after another
+        "shared_prefill_speedup_decoding_one_by_one": round(one_by_one_speedup, 4),
+        "shared_prefill_identical_predictions_decoding_one_by_one": same_one_by_one,
         "shared_prefill_points": len(POINTS),
         "shared_prefill_samples": len(samples),
-        "shared_prefill_identical_predictions": same,
+        "shared_prefill_decoded_again": sum(a.decoded_again for group in batched for a in group),
         **{f"shared_prefill_{name}": round(seconds, 4) for name, seconds in phases.items()},
+        "shared_prefill_batched_decode_s": round(statistics.mean(a.decode_s for g in batched for a in g), 4),
         **peak_ratios(loaded, samples[0]),
     }
     print(f"{len(POINTS)} points x {len(samples)} samples, median of {repeats}")
-    print(f"  one by one        {statistics.median(alone_s):8.1f} s")
-    print(f"  shared prefill    {statistics.median(shared_s):8.1f} s   speedup x{speedup:.2f}")
-    print(f"  identical answers and cache bytes: {same}")
+    print(f"  one by one                 {statistics.median(alone_s):8.1f} s")
+    print(f"  shared, decoding 1 by 1    {statistics.median(shared_s):8.1f} s   x{one_by_one_speedup:.2f}")
+    print(f"  shared, decoding together  {statistics.median(batched_s):8.1f} s   x{speedup:.2f}")
+    print(
+        f"  identical answers and cache bytes: {same} (together), {same_one_by_one} (1 by 1); "
+        f"{figures['shared_prefill_decoded_again']} answers decoded again alone after a near-tie"
+    )
     prefill_alone, prefill_shared, decode = (phases[k] for k in ("prefill_s", "shared_prefill_s", "decode_s"))
     print(
         f"  per sample and point: prefill {prefill_alone:.2f} s alone, {prefill_shared:.2f} s shared by all;"

@@ -26,6 +26,7 @@ TIMING_KEYS = (
     "spark_prefill_ratio_8k",
     "grouping_speedup",
     "shared_prefill_speedup",
+    "shared_prefill_speedup_decoding_one_by_one",
 )
 
 
@@ -65,6 +66,7 @@ def test_both_sides_of_each_comparison_give_the_same_answers(figures):
     assert figures["harness_identical_predictions"] is True
     assert figures["grouping_identical_answers"] is True
     assert figures["shared_prefill_identical_predictions"] is True
+    assert figures["shared_prefill_identical_predictions_decoding_one_by_one"] is True
 
 
 def test_a_shared_prefill_holds_every_points_cache_and_one_dense_layer_more(figures):

@@ -6,11 +6,13 @@ the shared prefill's answers, cache bytes and lengths equal the solo run's, byte
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from kvpress import SnapKVPress
 
-from spark_bench import engine, tasks
+from spark_bench import decode_together, engine, tasks
 from spark_bench.models import load_model, restore_attention
 from spark_bench.presses import build_press
 from spark_bench.presses.pyramidkv import PyramidKVPress
@@ -109,3 +111,85 @@ def test_the_shared_prefill_keeps_no_dense_copy_of_a_layer():
         loaded.model.model(input_ids=ids, past_key_values=shared)
     assert all(layer.keys.shape[-2] == 0 for layer in shared.layers)
     assert [c.layers[0].get_seq_length() for c in caches] == [64, 96]
+
+
+GROUPS = {"sdpa": SDPA_PRESSES, "pyramid": PYRAMID_PRESSES, "eager": [EAGER, "snapkv", "no_press"]}
+
+
+def _presses_and_prompt(model_name: str, group: list[str]):
+    cfgs = [compose_config(_setting(model_name, press, budget=False)) for press in group]
+    loaded = load_model(cfgs[0].model)
+    prompt, _ = _prompt(cfgs[0], loaded.tokenizer)
+    return loaded, (lambda: [build_press(cfg.press) for cfg in cfgs]), prompt
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=list(GROUPS))
+def test_a_batch_of_one_decodes_exactly_as_alone(group):
+    """Batched decoding's plumbing (each row's own cache, positions, attention function) is
+    exact: with one row there is no batched product left to round differently."""
+    loaded, presses, prompt = _presses_and_prompt("tiny-llama", GROUPS[group])
+    configured = loaded.model.config._attn_implementation
+    for press, twin in zip(presses(), presses(), strict=True):
+        restore_attention(loaded.model, configured)
+        alone = engine.answer(loaded.model, loaded.tokenizer, press, prompt, [24])
+        restore_attention(loaded.model, configured)
+        (batched,) = engine.answer_shared(loaded.model, loaded.tokenizer, [twin], prompt, [24], [None], True)
+        assert [a.text for a in alone] == [a.text for a in batched], type(press).__name__
+        assert loaded.model.config._attn_implementation != decode_together.NAME  # the batch's put back
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-qwen3"])
+@pytest.mark.parametrize("group", GROUPS, ids=list(GROUPS))
+def test_batched_decoding_answers_as_one_after_another_here(model, group):
+    """Not guaranteed in general (a batched product rounds differently), but on these models
+    and prompts every press's answer is the same: the batch decodes each row from its own cache."""
+    loaded, presses, prompt = _presses_and_prompt(model, GROUPS[group])
+    kv_budgets = [None] * len(GROUPS[group])
+    one_by_one = engine.answer_shared(loaded.model, loaded.tokenizer, presses(), prompt, [24], kv_budgets)
+    together = engine.answer_shared(loaded.model, loaded.tokenizer, presses(), prompt, [24], kv_budgets, True)
+    assert [[a.text for a in own] for own in together] == [[a.text for a in own] for own in one_by_one]
+    assert len({own[0].text for own in together}) > 1  # the rows decode different caches
+    assert all(own[0].decode_s > 0 and own[0].prefill_shared_by == len(kv_budgets) for own in together)
+
+
+def test_a_row_that_stops_leaves_the_batch_and_the_others_go_on(monkeypatch):
+    monkeypatch.setitem(decode_together.TIE_MARGINS, torch.float32, 0.0)  # no row leaves for a near-tie
+    loaded, presses, prompt = _presses_and_prompt("tiny-llama", ["no_press", "snap_spark", "think"])
+    model = loaded.model
+    position, query = prompt.prefill_ids.shape[1], prompt.query_ids[0]
+    with torch.inference_mode():
+        caches = []
+        for press in presses():  # each point's own prefilled cache
+            cache = engine.ChannelSparseCache()
+            with press(model) if press is not None else contextlib.nullcontext():
+                model.model(input_ids=prompt.prefill_ids, past_key_values=cache)
+            caches.append(cache)
+        lengths = [[layer.get_seq_length() for layer in c.layers] for c in caches]
+
+        def alone(index: int, stops: set[int]) -> list[int]:
+            ids = engine._greedy(model, caches[index], query, position, 20, stops)
+            for layer, length in zip(caches[index].layers, lengths[index], strict=True):
+                layer.crop(length)
+            return ids
+
+        stop = alone(1, set())[3]  # the second point stops before its fourth token
+        expected = [alone(index, {stop}) for index in range(3)]
+        first = [engine._query_logits(model, c, query, position) for c in caches]
+        rows, unsure = decode_together.greedy_together(
+            model, caches, first, position + query.shape[1], 20, {stop}
+        )
+    assert rows == expected and unsure == []
+    assert len(expected[1]) == 3 and max(len(e) for e in expected) > 3  # one left, another went on
+
+
+@pytest.mark.parametrize("margin", [0.0, float("inf")], ids=["never", "always"])
+def test_a_near_tie_in_the_batch_is_decoded_again_alone(monkeypatch, margin):
+    """With every batched step a near-tie, every point is decoded again alone, and answers as
+    alone; with none, none is."""
+    monkeypatch.setitem(decode_together.TIE_MARGINS, torch.float32, margin)
+    loaded, presses, prompt = _presses_and_prompt("tiny-llama", SDPA_PRESSES[:4])
+    kv_budgets = [None] * 4
+    one_by_one = engine.answer_shared(loaded.model, loaded.tokenizer, presses(), prompt, [24], kv_budgets)
+    together = engine.answer_shared(loaded.model, loaded.tokenizer, presses(), prompt, [24], kv_budgets, True)
+    assert [[a.text for a in own] for own in together] == [[a.text for a in own] for own in one_by_one]
+    assert {own[0].decoded_again for own in together} == {margin > 0}

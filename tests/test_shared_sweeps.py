@@ -200,9 +200,9 @@ def test_each_point_of_a_stopped_job_resumes_on_its_own(tmp_path):
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_the_readme_sweep_killed_half_way_resumes_as_its_points_alone(tmp_path):
-    """The README's SparK-vs-ThinK sweep on the embedded model (one sample per task, short
-    answers): one job, killed once every point has answered its first context, then launched
-    again; every point's answers equal the same point run alone."""
+    """The README's SparK-vs-ThinK sweep on the embedded model (one sample per task at 1k
+    tokens, short answers, for time): one job, killed once every point has answered its first
+    context, then launched again; every point's answers equal the same point run alone."""
     grid = [
         "-m",
         "press=no_press,snapkv,snap_think,snap_spark",

@@ -46,8 +46,11 @@ DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 # Config keys that do not change a run's outputs: left out of its effective config and hash.
+# decode a shared job's points as one batch (decode_together): the same answers, so not identity
+BATCH_DECODE_KEY = "batch_decode"
 NOT_OUTPUT_KEYS = (
     "hydra", "logger", "paths", "rerun", "dry_run", "cluster", PRESS_RATIO_KEY, RETIRED_WINDOW_KNOB,
+    BATCH_DECODE_KEY,
 )  # fmt: skip
 
 
@@ -171,6 +174,8 @@ def validate(cfg: DictConfig) -> RunSpec:
             _check_positive_int(cfg, knob)
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    if not isinstance(cfg.get(BATCH_DECODE_KEY, False), bool):
+        raise ConfigError(f"{BATCH_DECODE_KEY}={cfg[BATCH_DECODE_KEY]!r} must be true or false")
     if not isinstance(cfg.get("dry_run", False), bool):
         raise ConfigError(f"dry_run={cfg.dry_run!r} must be true or false")
     if cfg.get("rerun", False) not in RERUN_CHOICES:

@@ -17,7 +17,7 @@ import torch
 from kvpress import BasePress
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from spark_bench import memory
+from spark_bench import decode_together, memory
 from spark_bench.cache import ChannelSparseCache
 from spark_bench.data import Sample
 from spark_bench.presses import set_token_budget
@@ -48,6 +48,8 @@ class Answer:
     # compression within it (its share, as ``prefill_s``); None for a point's own prefill.
     prefill_shared_by: int = 1
     compress_s: float | None = None
+    # batch_decode: the answer had a near-tie in the batch, so it was decoded again alone
+    decoded_again: bool = False
 
 
 def prefill_groups(samples: Sequence[Sample], compress_questions: bool) -> Iterator[list[Sample]]:
@@ -175,11 +177,14 @@ def answer_shared(
     prompt: Prompt,
     max_new_tokens: Sequence[int],
     kv_budgets: Sequence[int | None],
+    batch_decode: bool = False,
 ) -> list[list[Answer]]:
     """``answer`` for several presses from one prefill (``presses.fan_out``): per press, the
     answers ``answer`` gives with it alone. Each press's ``Answer.prefill_s`` is its share of
     the one prefill, which includes every press's compression. The presses must share a
-    prefill (``unshareable`` says why not)."""
+    prefill (``unshareable`` says why not). ``batch_decode``: the presses' caches decode as one
+    batch (``decode_together``, float32 models only; each ``decode_s`` is then an equal share of
+    the batch's time), else one after another; either way each answer is the one alone."""
     if len(presses) != len(kv_budgets):
         raise ValueError(f"{len(presses)} presses for {len(kv_budgets)} token budgets")
     reason = unshareable(model, presses)
@@ -199,14 +204,18 @@ def answer_shared(
         model.model(input_ids=prefill_ids, past_key_values=DynamicCache())
     synchronize(device)
     prefill_s = time.perf_counter() - start
-    answers = []
+    if batch_decode and decode_together.batches(model):  # half precision: one by one (exact)
+        answers = _answers_together(model, tokenizer, caches, prompt, max_new_tokens, prefill_s)
+    else:
+        answers = []
+        for index in range(len(caches)):
+            cache, caches[index] = caches[index], None  # freed once answered
+            answers.append(_answers(model, tokenizer, cache, prompt, max_new_tokens, prefill_s))
     questions = len(prompt.query_ids)
-    for index in range(len(caches)):
-        cache, caches[index] = caches[index], None  # freed once answered
-        own = _answers(model, tokenizer, cache, prompt, max_new_tokens, prefill_s)
-        compress_s = fan_out.compress_s[index] / questions
-        answers.append([replace(a, prefill_shared_by=len(presses), compress_s=compress_s) for a in own])
-    return answers
+    return [
+        [replace(a, prefill_shared_by=len(presses), compress_s=compress_s / questions) for a in own]
+        for own, compress_s in zip(answers, fan_out.compress_s, strict=True)
+    ]
 
 
 def sharing_sets(model: PreTrainedModel, presses: Sequence[BasePress | None]) -> list[list[int]]:
@@ -256,7 +265,8 @@ def _answers(
     for query_ids, budget in zip(prompt.query_ids, max_new_tokens, strict=True):
         synchronize(device)
         start = time.perf_counter()
-        text = _greedy(model, tokenizer, cache, query_ids.to(device), context_tokens, budget, stops)
+        generated = _greedy(model, cache, query_ids.to(device), context_tokens, budget, stops)
+        text = tokenizer.decode(generated, skip_special_tokens=True)
         synchronize(device)
         decode_s = time.perf_counter() - start
         for layer, length in zip(cache.layers, lengths, strict=True):
@@ -265,21 +275,81 @@ def _answers(
     return answers
 
 
-def _greedy(
+def _answers_together(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
+    caches: list[ChannelSparseCache],
+    prompt: Prompt,
+    max_new_tokens: Sequence[int],
+    prefill_s: float,
+) -> list[list[Answer]]:
+    """``_answers`` for several caches, decoding them as one batch (``decode_together``)."""
+    device = model.device
+    context_tokens = prompt.prefill_ids.shape[1]
+    held = [memory.cache_bytes(cache) for cache in caches]
+    dense = [memory.dense_cache_bytes(cache, context_tokens) for cache in caches]
+    lengths = [[layer.get_seq_length() for layer in cache.layers] for cache in caches]
+
+    stops = stop_token_ids(model, tokenizer)
+    answers: list[list[Answer]] = [[] for _ in caches]
+    for query_ids, budget in zip(prompt.query_ids, max_new_tokens, strict=True):
+        synchronize(device)
+        start = time.perf_counter()
+        query_ids = query_ids.to(device)
+        first = [_query_logits(model, cache, query_ids, context_tokens) for cache in caches]
+        position = context_tokens + query_ids.shape[1]
+        tokens, unsure = decode_together.greedy_together(model, caches, first, position, budget, stops)
+        for index in unsure:  # a near-tie the batch's rounding could have decided: this point alone
+            _crop(caches[index], lengths[index], query_ids.shape[1])
+            tokens[index] = _continue(model, caches[index], first[index], position, budget, stops)
+        synchronize(device)
+        decode_s = (time.perf_counter() - start) / len(caches)
+        for index, cache in enumerate(caches):
+            _crop(cache, lengths[index])  # forget this answer before the next question
+            text = tokenizer.decode(tokens[index], skip_special_tokens=True)
+            share = prefill_s / len(prompt.query_ids)
+            answer = Answer(text, context_tokens, held[index], dense[index], share, decode_s)
+            answers[index].append(replace(answer, decoded_again=index in unsure))
+    return answers
+
+
+def _crop(cache: ChannelSparseCache, lengths: Sequence[int], more: int = 0) -> None:
+    """Cut each layer of ``cache`` back to its length in ``lengths``, plus ``more`` tokens."""
+    for layer, length in zip(cache.layers, lengths, strict=True):
+        layer.crop(length + more)
+
+
+def _query_logits(
+    model: PreTrainedModel, cache: ChannelSparseCache, query_ids: torch.Tensor, position: int
+) -> torch.Tensor:
+    """The logits (``[1, 1, vocab]``) after feeding a question's tokens from ``position`` on."""
+    positions = torch.arange(position, position + query_ids.shape[1], device=query_ids.device).unsqueeze(0)
+    return model(input_ids=query_ids, past_key_values=cache, position_ids=positions, logits_to_keep=1).logits
+
+
+def _greedy(
+    model: PreTrainedModel,
     cache: ChannelSparseCache,
     query_ids: torch.Tensor,
     position: int,
     max_new_tokens: int,
     stops: set[int],
-) -> str:
-    positions = torch.arange(position, position + query_ids.shape[1], device=query_ids.device).unsqueeze(0)
-    logits = model(
-        input_ids=query_ids, past_key_values=cache, position_ids=positions, logits_to_keep=1
-    ).logits
+) -> list[int]:
+    """The greedy answer's token ids after ``query_ids``, fed from ``position`` on."""
+    logits = _query_logits(model, cache, query_ids, position)
+    return _continue(model, cache, logits, position + query_ids.shape[1], max_new_tokens, stops)
+
+
+def _continue(
+    model: PreTrainedModel,
+    cache: ChannelSparseCache,
+    logits: torch.Tensor,
+    next_position: int,
+    max_new_tokens: int,
+    stops: set[int],
+) -> list[int]:
+    """Greedy tokens from ``logits`` on, each fed back at ``next_position`` and after."""
     generated: list[int] = []
-    next_position = position + query_ids.shape[1]
     for step in range(max_new_tokens):
         token = logits[0, -1].argmax()
         token_id = int(token)  # one host sync per generated token, to stop at end of turn
@@ -288,6 +358,6 @@ def _greedy(
         generated.append(token_id)
         if step + 1 == max_new_tokens:
             break
-        positions = torch.tensor([[next_position + step]], device=query_ids.device)
+        positions = torch.tensor([[next_position + step]], device=logits.device)
         logits = model(input_ids=token.view(1, 1), past_key_values=cache, position_ids=positions).logits
-    return tokenizer.decode(generated, skip_special_tokens=True)
+    return generated

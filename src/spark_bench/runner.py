@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spark_bench import engine, memory, paths, provenance, run_directory, run_results, sweep, tasks
-from spark_bench.config import ConfigError, RunSpec, effective_config, validate
+from spark_bench.config import BATCH_DECODE_KEY, ConfigError, RunSpec, effective_config, validate
 from spark_bench.data import Sample
 from spark_bench.data.truncation import PromptTooLong, truncate_all
 from spark_bench.models import LoadedModel, load_model_once, load_tokenizer, restore_attention
@@ -307,4 +307,7 @@ def _prefill_and_answer(
             engine.answer(loaded.model, loaded.tokenizer, points[0].press, prompt, lengths, kv_budgets[0])
         ]
     presses = [p.press for p in points]
-    return engine.answer_shared(loaded.model, loaded.tokenizer, presses, prompt, lengths, kv_budgets)
+    batch = points[0].cfg.get(BATCH_DECODE_KEY, True)  # a setting all points of a job share
+    return engine.answer_shared(
+        loaded.model, loaded.tokenizer, presses, prompt, lengths, kv_budgets, batch_decode=batch
+    )
