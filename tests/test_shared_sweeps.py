@@ -210,6 +210,7 @@ def test_the_readme_sweep_killed_half_way_resumes_as_its_points_alone(tmp_path):
         "logger=none",
         "max_samples=1",
         "max_new_tokens=12",
+        "dataset.context_length=1024",
     ]
     alone = run_py(
         *grid,
