@@ -18,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from spark_bench import knobs as knob_table
 from spark_bench import tasks as benchmarks
+from spark_bench.checks import check_positive_int
 
 # The single window knob of earlier versions, now token_window + channel_window: kept in the
 # config (null) so that ``window_size=64`` fails with the new names instead of Hydra's
@@ -363,9 +364,7 @@ def _check_budget(cfg: DictConfig) -> None:
 
 def _check_positive_int(cfg: DictConfig, knob: str, prefix: str = "") -> None:
     """``cfg[knob]`` is a positive integer; ``prefix`` is the node's path in messages (``model.``)."""
-    value = cfg[knob]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{prefix}{knob}={value!r} must be a positive integer")
+    check_positive_int(f"{prefix}{knob}", cfg[knob], error=ConfigError)
 
 
 def _check_tasks(dataset: DictConfig) -> tuple[str, ...]:

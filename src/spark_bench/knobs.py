@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from spark_bench.checks import check_fraction, check_positive_int
+
 # Where the report shows a knob: a column of the paper's table layout, or a suffix of a row's
 # name (``snap_spark (λ=0.8, recovery=none)``) where it differs between runs.
 LAYOUT, ROW = "layout", "row"
@@ -32,10 +34,7 @@ def fraction(nullable: bool = False) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if value is None and nullable:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ValueError(
-                f"{name}={value!r} is outside [0, 1): it is the fraction pruned, e.g. {name}=0.5"
-            )
+        check_fraction(name, value, f": it is the fraction pruned, e.g. {name}=0.5")
 
     return check
 
@@ -44,8 +43,7 @@ def positive_int(nullable: bool = False) -> Callable[[str, Any], None]:
     def check(name: str, value: Any) -> None:
         if value is None and nullable:
             return
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_positive_int(name, value)
 
     return check
 

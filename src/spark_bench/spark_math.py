@@ -29,6 +29,8 @@ import math
 
 import torch
 
+from spark_bench.checks import check_fraction
+
 RECOVERY = ("none", "mean", "exponential", "normal")
 # The recoveries a channel-sparse cache can store packed: the sampling ones need the pruned
 # keys' order, so they are stored dense.
@@ -43,11 +45,6 @@ ADAPTIVE_KEEP = (0.1, 0.3, 0.5, 0.7, 0.9)
 _CHANNEL_BITS = 16
 # Value pruning score of the reference: 0.7 x magnitude + 0.3 x normalised variance.
 VALUE_MAGNITUDE_WEIGHT = 0.7
-
-
-def check_fraction(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name}={value!r} is outside [0, 1)")
 
 
 def check_key_pruning(key_ratio: float, recovery: str) -> None:

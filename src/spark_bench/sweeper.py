@@ -41,6 +41,7 @@ from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf, open_dict, read_write
 
 from spark_bench import paths, sweep
+from spark_bench.checks import check_positive_int
 from spark_bench.config import ConfigError, prefill_key, validate
 
 log = logging.getLogger(__name__)
@@ -120,11 +121,12 @@ def job_size(share_prefill: Any, points_per_job: Any) -> int:
     """The most points one job runs, from the sweeper's two settings (checked: ConfigError)."""
     if not isinstance(share_prefill, bool):
         raise ConfigError(f"hydra.sweeper.share_prefill={share_prefill!r} must be true or false")
-    if isinstance(points_per_job, bool) or not isinstance(points_per_job, int) or points_per_job < 1:
-        raise ConfigError(
-            f"hydra.sweeper.points_per_job={points_per_job!r} must be a positive integer "
-            "(the most points one job answers from shared prefills)"
-        )
+    check_positive_int(
+        "hydra.sweeper.points_per_job",
+        points_per_job,
+        " (the most points one job answers from shared prefills)",
+        ConfigError,
+    )
     return points_per_job if share_prefill else 1
 
 

@@ -22,6 +22,7 @@ from kvpress import PyramidKVPress as KvpressPyramidKV
 from kvpress.utils import compute_n_kept
 
 from spark_bench.attention import NAME as PER_LAYER_ATTENTION
+from spark_bench.checks import check_positive_int
 
 # The pyramid's steepness: the top layer keeps 1/BETA of the mean (KVCache-Factory's default,
 # which its LongBench scripts keep).
@@ -52,8 +53,7 @@ def layer_budgets(
     ``budget`` tokens then.
     """
     for name, value in (("budget", budget), ("num_layers", num_layers), ("window", window), ("beta", beta)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
+        check_positive_int(name, value)
     if context_tokens < budget:
         return [context_tokens] * num_layers
     rest = budget - window

@@ -17,9 +17,9 @@ from kvpress.utils import get_prerope_query_states
 from torch import nn
 from transformers.models.llama.modeling_llama import rotate_half
 
+from spark_bench.checks import check_fraction, check_positive_int
 from spark_bench.spark_math import (
     PACKABLE_RECOVERY,
-    check_fraction,
     check_key_pruning,
     prune_values,
     sparsify_keys,
@@ -65,8 +65,7 @@ class SparKPress(BasePress):
     def __post_init__(self):
         check_key_pruning(self.key_ratio, self.recovery)
         check_fraction("value_ratio", self.value_ratio)
-        if self.window_size < 1:
-            raise ValueError(f"window_size={self.window_size!r} must be a positive integer")
+        check_positive_int("window_size", self.window_size)
 
     @property
     def compression_ratio(self) -> float:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spark_bench.checks import check_positive_int
 from spark_bench.data import ruler as data
 from spark_bench.data.sample import Sample
 from spark_bench.metrics import ruler as metrics
@@ -65,10 +66,8 @@ class Ruler(Benchmark):
             if missing:
                 raise ValueError(f"dataset.qa_dir={qa_dir} lacks RULER's {missing}")
         for field in ("context_length", "num_samples"):
-            value = dataset.get(field)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                unit = " (tokens)" if field == "context_length" else ""
-                raise ValueError(f"dataset.{field}={value!r} must be a positive integer{unit}")
+            unit = " (tokens)" if field == "context_length" else ""
+            check_positive_int(f"dataset.{field}", dataset.get(field), unit)
 
 
 BENCHMARK = Ruler()
