@@ -7,6 +7,8 @@ the shared prefill's answers, cache bytes and lengths equal the solo run's, byte
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -193,3 +195,17 @@ def test_a_near_tie_in_the_batch_is_decoded_again_alone(monkeypatch, margin):
     together = engine.answer_shared(loaded.model, loaded.tokenizer, presses(), prompt, [24], kv_budgets, True)
     assert [[a.text for a in own] for own in together] == [[a.text for a in own] for own in one_by_one]
     assert {own[0].decoded_again for own in together} == {margin > 0}
+
+
+@pytest.mark.subprocess
+def test_batched_attention_is_not_wrapped_by_kvpress_whatever_is_imported_first():
+    # kvpress wraps every attention function registered when it is imported; wrapped, ``rows``
+    # would take a decode step for a prefill (one query, one new key) and clear head-wise
+    # presses' masks before each row's own (wrapped) attention reads them
+    check = (
+        "from spark_bench import decode_together\n"
+        "import kvpress\n"
+        "from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS\n"
+        "assert ALL_ATTENTION_FUNCTIONS[decode_together.NAME] is decode_together.rows\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, capture_output=True, text=True)

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 
+import kvpress  # noqa: F401  (before ``rows`` is registered: see there)
 import torch
 from transformers import AttentionInterface, Cache, PreTrainedModel
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -68,6 +69,9 @@ def rows(module, query, key, value, attention_mask, **kwargs):
     return torch.cat(outputs), None
 
 
+# Registered after kvpress's import, which wraps every attention function registered by then for
+# head-wise presses: wrapped, ``rows`` (one query, one new key) would pass for a prefill and clear
+# the masks that each row's own attention function, wrapped itself, must apply.
 AttentionInterface.register(NAME, rows)
 
 
