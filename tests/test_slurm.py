@@ -18,7 +18,9 @@ from tests.helpers import ROOT, run_py, status_cli
 
 pytestmark = pytest.mark.slurm
 SAMPLES_PER_TASK = 30  # the default dataset (RULER) runs two tasks
-REQUEUE_SAMPLES = 80  # per task, 400 new tokens each: about 2.5 minutes of tiny-model work here
+# per task, 400 new tokens each: about 75 s of tiny-model work here, more than one attempt's 20 to
+# 50 s of answering (below), so at least one requeue, in about half the time of 2.5 minutes' work
+REQUEUE_SAMPLES = 40
 # SLURM checks time limits every 30 s and signals a job up to 30 s before its signal is due: with
 # 1 s, a 1-minute job is signalled (and requeues itself) 30 to 60 s after it starts, leaving 20
 # to 50 s of answering after the start-up: a few requeues, more than the default 5 may allow.
@@ -125,7 +127,7 @@ def test_a_cancelled_job_finishes_on_relaunch_with_the_uninterrupted_scores(slur
 def test_a_point_past_its_time_limit_requeues_itself_and_ends_as_an_uninterrupted_run(
     slurm_env, tmp_path, monkeypatch
 ):
-    """About 2.5 minutes of work under a 1-minute time limit: submitit requeues the job at each
+    """About 75 s of work under a 1-minute time limit: submitit requeues the job at each
     limit (SIGUSR2 shortly before), each attempt continues from predictions.jsonl, and the
     launcher returns once the point is done, with the predictions of an uninterrupted run."""
     # one thread each: the reference runs alongside the SLURM job on our two cores (four
