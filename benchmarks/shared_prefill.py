@@ -12,7 +12,9 @@ points decoding as one batch (``shared_prefill_speedup``), and with ``batch_deco
 after another. The sides take turns within each repetition; their answers and cache bytes must
 be identical.
 
-Also printed: peak memory. Beyond the weights, the shared side holds every point's compressed
+Also printed: what bounds batching, the speedup a batched step as cheap as one point's would
+reach (the longest answer still takes one step per token) and what a step of all points costs
+against one point's on this device; and peak memory. Beyond the weights, the shared side holds every point's compressed
 cache at once (the tensor bytes it peaks at, against the largest single point, no_press); with
 the weights counted, that is the ratio a machine sees.
 """
@@ -22,7 +24,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 
-from spark_bench import engine, memory, tasks
+import torch
+from transformers import DynamicCache
+
+from spark_bench import decode_together, engine, memory, tasks
 from spark_bench.benchmarking import (
     argument_parser,
     compose_config,
@@ -30,9 +35,11 @@ from spark_bench.benchmarking import (
     paired_ratio,
     write_figures,
 )
+from spark_bench.cache.sparse_cache import ChannelSparseCache
 from spark_bench.data import Sample
 from spark_bench.models import LoadedModel, load_model_once
 from spark_bench.presses import build_press
+from spark_bench.presses.fan_out import FanOutPress
 
 # The README's sweep: press=no_press,snapkv,snap_think,snap_spark key_ratio=0.5,0.8, less the
 # two points merged at launch (no_press and snapkv read no key_ratio).
@@ -50,6 +57,7 @@ LARGEST_POINT = 0  # no_press holds the most: the single point the memory ratio 
 # attention (pyramidkv, pyramid_think, pyramid_spark): two shared prefills per sample.
 PAPER_GRID_POINTS = 41
 PAPER_GRID_PREFILL_GROUPS = 2
+STEP_COST_STEPS = 8  # forced decoding steps per side when timing one batched step against one alone
 
 
 def point_config(press: str, key_ratio: float):
@@ -118,6 +126,49 @@ def per_phase_seconds(alone: list, together: list) -> dict[str, float]:
     }
 
 
+def free_batching_ceiling(alone: list, samples: int, phases: dict[str, float]) -> float:
+    """The speedup even a batched step costing no more than one point's would stop at: per
+    sample, one shared prefill and then the longest of the points' decodes (an answer's tokens
+    come one step at a time), against every point's prefill and decode one by one."""
+    per_point = [alone[p * samples : (p + 1) * samples] for p in range(len(POINTS))]
+    longest = sum(max(per_point[p][s][0].decode_s for p in range(len(POINTS))) for s in range(samples))
+    one_by_one = sum(a.prefill_s + a.decode_s for group in alone for a in group)
+    return one_by_one / (phases["shared_prefill_s"] * samples + longest)
+
+
+def batch_step_cost(loaded: LoadedModel, sample: Sample, repeats: int) -> float | None:
+    """Seconds of one decoding step of all points as a batch over one step of a point alone,
+    from the same shared prefill's caches (``STEP_COST_STEPS`` steps, no stop token). On a
+    weight-bandwidth-bound device this is near 1; a point's batched share is this / points.
+    None where the model's dtype decodes one by one (``decode_together.batches``)."""
+    model = loaded.model
+    if not decode_together.batches(model):
+        return None
+    prompt = engine.encode(loaded.tokenizer, [sample], True)
+    context = prompt.prefill_ids.shape[1]
+    presses = [build_press(point_config(*point).press) for point in POINTS]
+    caches = [ChannelSparseCache() for _ in POINTS]
+    with torch.inference_mode(), FanOutPress(presses, caches)(model):
+        model.model(input_ids=prompt.prefill_ids.to(model.device), past_key_values=DynamicCache())
+    lengths = [[layer.get_seq_length() for layer in cache.layers] for cache in caches]
+    first = torch.zeros(1, 1, model.config.vocab_size, device=model.device, dtype=model.dtype)
+
+    def steps(points: int) -> Callable[[], None]:
+        def run() -> None:
+            with torch.inference_mode():
+                decode_together.greedy_together(
+                    model, caches[:points], [first] * points, context, STEP_COST_STEPS + 1, set()
+                )
+            for cache, own in zip(caches, lengths, strict=True):
+                for layer, length in zip(cache.layers, own, strict=True):
+                    layer.crop(length)
+
+        return run
+
+    alone_s, batch_s = interleaved_times([steps(1), steps(len(POINTS))], repeats, model.device)
+    return paired_ratio(batch_s, alone_s)
+
+
 def _fields(answers: list) -> list[tuple]:
     return [(a.text, a.kv_cache_bytes, a.kv_cache_dense_bytes) for group in answers for a in group]
 
@@ -177,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     speedup, one_by_one_speedup = paired_ratio(alone_s, batched_s), paired_ratio(alone_s, shared_s)
     same, same_one_by_one = _fields(alone) == _fields(batched), _fields(alone) == _fields(together)
     phases = per_phase_seconds(alone, together)
+    step_cost = batch_step_cost(loaded, samples[0], repeats)
     figures = {
         # the default sweep job: one prefill per sample, the points decoded as one batch
         "shared_prefill_speedup": round(speedup, 4),
@@ -189,6 +241,11 @@ def main(argv: list[str] | None = None) -> dict:
         "shared_prefill_decoded_again": sum(a.decoded_again for group in batched for a in group),
         **{f"shared_prefill_{name}": round(seconds, 4) for name, seconds in phases.items()},
         "shared_prefill_batched_decode_s": round(statistics.mean(a.decode_s for g in batched for a in g), 4),
+        # what bounds batching here: the longest answer, and a batched step's cost on this device
+        "shared_prefill_speedup_ceiling_free_batching": round(
+            free_batching_ceiling(alone, len(samples), phases), 4
+        ),
+        "shared_prefill_batch_step_cost": None if step_cost is None else round(step_cost, 4),
         **peak_ratios(loaded, samples[0]),
     }
     print(f"{len(POINTS)} points x {len(samples)} samples, median of {repeats}")
@@ -203,6 +260,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"  per sample and point: prefill {prefill_alone:.2f} s alone, {prefill_shared:.2f} s shared by all;"
         f" decode {decode:.2f} s"
+    )
+    print(
+        f"  bounds on batching: x{figures['shared_prefill_speedup_ceiling_free_batching']:.2f} even if a"
+        " batched step cost one point's (the longest answer still decodes token by token)"
+        + (f"; here a step of all {len(POINTS)} points costs x{step_cost:.2f} one's" if step_cost else "")
     )
     alone_grid = PAPER_GRID_POINTS * (phases["prefill_s"] + phases["decode_s"])
     shared_grid = (

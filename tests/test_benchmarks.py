@@ -27,6 +27,8 @@ TIMING_KEYS = (
     "grouping_speedup",
     "shared_prefill_speedup",
     "shared_prefill_speedup_decoding_one_by_one",
+    "shared_prefill_speedup_ceiling_free_batching",
+    "shared_prefill_batch_step_cost",  # the embedded model decodes in float32: batched
 )
 
 
