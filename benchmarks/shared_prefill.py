@@ -14,9 +14,9 @@ be identical.
 
 Also printed: what bounds batching, the speedup a batched step as cheap as one point's would
 reach (the longest answer still takes one step per token) and what a step of all points costs
-against one point's on this device; and peak memory. Beyond the weights, the shared side holds every point's compressed
-cache at once (the tensor bytes it peaks at, against the largest single point, no_press); with
-the weights counted, that is the ratio a machine sees.
+against one point's on this device; and peak memory. Beyond the weights, the shared side holds
+every point's compressed cache at once (the tensor bytes it peaks at, against the largest single
+point, no_press); with the weights counted, that is the ratio a machine sees.
 """
 
 from __future__ import annotations
