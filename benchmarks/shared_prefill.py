@@ -25,7 +25,6 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from transformers import DynamicCache
 
 from spark_bench import decode_together, engine, memory, tasks
 from spark_bench.benchmarking import (
@@ -35,11 +34,9 @@ from spark_bench.benchmarking import (
     paired_ratio,
     write_figures,
 )
-from spark_bench.cache.sparse_cache import ChannelSparseCache
 from spark_bench.data import Sample
 from spark_bench.models import LoadedModel, load_model_once
 from spark_bench.presses import build_press
-from spark_bench.presses.fan_out import FanOutPress
 
 # The README's sweep: press=no_press,snapkv,snap_think,snap_spark key_ratio=0.5,0.8, less the
 # two points merged at launch (no_press and snapkv read no key_ratio).
@@ -147,9 +144,7 @@ def batch_step_cost(loaded: LoadedModel, sample: Sample, repeats: int) -> float 
     prompt = engine.encode(loaded.tokenizer, [sample], True)
     context = prompt.prefill_ids.shape[1]
     presses = [build_press(point_config(*point).press) for point in POINTS]
-    caches = [ChannelSparseCache() for _ in POINTS]
-    with torch.inference_mode(), FanOutPress(presses, caches)(model):
-        model.model(input_ids=prompt.prefill_ids.to(model.device), past_key_values=DynamicCache())
+    caches, _ = engine.prefill_fanned_out(model, presses, prompt.prefill_ids.to(model.device))
     lengths = [[layer.get_seq_length() for layer in cache.layers] for cache in caches]
     first = torch.zeros(1, 1, model.config.vocab_size, device=model.device, dtype=model.dtype)
 
@@ -264,7 +259,11 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"  bounds on batching: x{figures['shared_prefill_speedup_ceiling_free_batching']:.2f} even if a"
         " batched step cost one point's (the longest answer still decodes token by token)"
-        + (f"; here a step of all {len(POINTS)} points costs x{step_cost:.2f} one's" if step_cost else "")
+        + (
+            f"; here a step of all {len(POINTS)} points costs x{step_cost:.2f} one's"
+            if step_cost is not None
+            else ""
+        )
     )
     alone_grid = PAPER_GRID_POINTS * (phases["prefill_s"] + phases["decode_s"])
     shared_grid = (

@@ -170,6 +170,20 @@ def answer(
 
 
 @torch.inference_mode()
+def prefill_fanned_out(
+    model: PreTrainedModel, presses: Sequence[BasePress | None], prefill_ids: torch.Tensor
+) -> tuple[list[ChannelSparseCache], list[float]]:
+    """One prefill of ``prefill_ids`` from which every press compresses its own cache
+    (``presses.fan_out``): the caches, in the presses' order, and each press's compression
+    seconds within the prefill."""
+    caches = [ChannelSparseCache() for _ in presses]
+    fan_out = FanOutPress(presses, caches)
+    with fan_out(model):
+        model.model(input_ids=prefill_ids, past_key_values=DynamicCache())
+    return caches, fan_out.compress_s
+
+
+@torch.inference_mode()
 def answer_shared(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -196,12 +210,9 @@ def answer_shared(
         if kv_budget is not None:
             set_token_budget(press, kv_budget, prefill_ids.shape[1])
 
-    caches = [ChannelSparseCache() for _ in presses]
-    fan_out = FanOutPress(presses, caches)
     synchronize(device)
     start = time.perf_counter()
-    with fan_out(model):
-        model.model(input_ids=prefill_ids, past_key_values=DynamicCache())
+    caches, compress_seconds = prefill_fanned_out(model, presses, prefill_ids)
     synchronize(device)
     prefill_s = time.perf_counter() - start
     if batch_decode and decode_together.batches(model):  # half precision: one by one (exact)
@@ -214,7 +225,7 @@ def answer_shared(
     questions = len(prompt.query_ids)
     return [
         [replace(a, prefill_shared_by=len(presses), compress_s=compress_s / questions) for a in own]
-        for own, compress_s in zip(answers, fan_out.compress_s, strict=True)
+        for own, compress_s in zip(answers, compress_seconds, strict=True)
     ]
 
 
