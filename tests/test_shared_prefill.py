@@ -209,3 +209,61 @@ def test_batched_attention_is_not_wrapped_by_kvpress_whatever_is_imported_first(
         "assert ALL_ATTENTION_FUNCTIONS[decode_together.NAME] is decode_together.rows\n"
     )
     subprocess.run([sys.executable, "-c", check], check=True, capture_output=True, text=True)
+
+
+def _reduced_cpu_matmuls(precision: str):
+    @contextlib.contextmanager
+    def reduced():
+        before = torch.backends.mkldnn.matmul.fp32_precision
+        torch.backends.mkldnn.matmul.fp32_precision = precision
+        try:
+            yield
+        finally:
+            torch.backends.mkldnn.matmul.fp32_precision = before
+
+    return reduced
+
+
+@contextlib.contextmanager
+def _reduced_everywhere():
+    before = torch.backends.fp32_precision
+    torch.backends.fp32_precision = "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.fp32_precision = before
+
+
+@contextlib.contextmanager
+def _legacy_high_precision():
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
+@pytest.mark.parametrize(
+    "reduced",
+    [_reduced_cpu_matmuls("bf16"), _reduced_cpu_matmuls("tf32"), _reduced_everywhere, _legacy_high_precision],
+    ids=["cpu-matmul-bf16", "cpu-matmul-tf32", "every-backend-tf32", "set_float32_matmul_precision-high"],
+)
+def test_float32_with_reduced_precision_products_decodes_one_by_one(monkeypatch, reduced):
+    """The near-tie margin was measured with full float32 products: where a float32 model's
+    products run in TF32 or bf16 inside (``torch.set_float32_matmul_precision("high")``, common
+    in training code), a batched step rounds far more than the margin allows, so the points
+    decode one after another."""
+    loaded, presses, prompt = _presses_and_prompt("tiny-llama", SDPA_PRESSES[:3])
+    assert loaded.model.dtype == torch.float32 and decode_together.batches(loaded.model)
+
+    def batched(*args, **kwargs):
+        raise AssertionError("decoded as a batch under reduced-precision float32 products")
+
+    monkeypatch.setattr(decode_together, "greedy_together", batched)
+    with reduced():
+        assert not decode_together.batches(loaded.model)
+        together = engine.answer_shared(
+            loaded.model, loaded.tokenizer, presses(), prompt, [8], [None] * 3, True
+        )
+    assert all(len(own) == 1 and own[0].decode_s > 0 for own in together)
+    assert decode_together.batches(loaded.model)  # full precision again

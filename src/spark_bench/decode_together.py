@@ -157,5 +157,20 @@ def tie_margin(dtype: torch.dtype) -> float:
 
 
 def batches(model: PreTrainedModel) -> bool:
-    """Whether ``model``'s dtype decodes in batches at all (see ``TIE_MARGINS``)."""
-    return model.dtype in TIE_MARGINS
+    """Whether ``model`` decodes in batches at all: its dtype has a margin (``TIE_MARGINS``),
+    and its float32 products run in full float32 as they did where the margin was measured (TF32
+    or bf16 inside, as ``torch.set_float32_matmul_precision("high")`` allows, round far more)."""
+    return model.dtype in TIE_MARGINS and float32_matmul_precision(model.device) == "ieee"
+
+
+def float32_matmul_precision(device: torch.device) -> str:
+    """How float32 matrix products run on ``device``: "ieee" (full float32), "tf32" or "bf16".
+    The most specific of torch's settings that is set (the backend's matmul, the backend, every
+    backend) decides; torch without these settings has only the global precision to ask."""
+    backends = torch.backends
+    backend = backends.cuda if device.type == "cuda" else backends.mkldnn
+    settings = [getattr(backend, "matmul", None), backend, backends]
+    chosen = [getattr(setting, "fp32_precision", None) for setting in settings]
+    if all(choice is None for choice in chosen):  # before torch 2.9
+        return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+    return next((choice for choice in chosen if choice not in (None, "none")), "ieee")

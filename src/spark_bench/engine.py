@@ -215,7 +215,7 @@ def answer_shared(
     caches, compress_seconds = prefill_fanned_out(model, presses, prefill_ids)
     synchronize(device)
     prefill_s = time.perf_counter() - start
-    if batch_decode and decode_together.batches(model):  # half precision: one by one (exact)
+    if batch_decode and decode_together.batches(model):  # else one by one: exact at any precision
         answers = _answers_together(model, tokenizer, caches, prompt, max_new_tokens, prefill_s)
     else:
         answers = []
