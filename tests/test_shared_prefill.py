@@ -6,6 +6,7 @@ the shared prefill's answers, cache bytes and lengths equal the solo run's, byte
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import subprocess
 import sys
@@ -14,10 +15,11 @@ import pytest
 import torch
 from kvpress import SnapKVPress
 
-from spark_bench import decode_together, engine, tasks
+from spark_bench import decode_together, engine, memory, tasks
 from spark_bench.models import load_model, restore_attention
 from spark_bench.presses import build_press
 from spark_bench.presses.pyramidkv import PyramidKVPress
+from spark_bench.presses.spark import SparKPress
 from tests.helpers import compose_config, group_choices
 
 # observed_attention reads attention weights, so its model runs eager attention: another model
@@ -113,6 +115,44 @@ def test_the_shared_prefill_keeps_no_dense_copy_of_a_layer():
         loaded.model.model(input_ids=ids, past_key_values=shared)
     assert all(layer.keys.shape[-2] == 0 for layer in shared.layers)
     assert [c.layers[0].get_seq_length() for c in caches] == [64, 96]
+
+
+def test_an_equal_scoring_stage_runs_once_per_layer_and_each_cache_is_as_alone(monkeypatch):
+    """snapkv, snap_think and snap_spark at one compression ratio all start with the same
+    SnapKV scoring of the same layer: the fan-out scores it once and gives the others copies of
+    the kept tokens. Another ratio scores again, and SparK, not a pure scorer, always runs."""
+    calls = collections.Counter()
+
+    def counting(original, name):
+        def counted(self, *args, **kwargs):
+            calls[(name, getattr(self, "compression_ratio", None))] += 1
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(SnapKVPress, "score", counting(SnapKVPress.score, "snapkv"))
+    monkeypatch.setattr(SparKPress, "forward_hook", counting(SparKPress.forward_hook, "spark"))
+    points = [("snapkv", 0.4), ("snap_think", 0.4), ("snap_spark", 0.4), ("snap_spark", 0.2)]
+    cfgs = [
+        compose_config(["model=tiny-llama", f"press={p}", f"compression_ratio={r}", "key_ratio=0.6"])
+        for p, r in points
+    ]
+    loaded = load_model(cfgs[0].model)
+    layers = loaded.model.config.num_hidden_layers
+    ids = torch.randint(
+        0, loaded.model.config.vocab_size, (1, 160), generator=torch.Generator().manual_seed(0)
+    )
+    caches, _ = engine.prefill_fanned_out(loaded.model, [build_press(cfg.press) for cfg in cfgs], ids)
+    assert calls[("snapkv", 0.4)] == layers and calls[("snapkv", 0.2)] == layers
+    assert sum(n for (name, _), n in calls.items() if name == "spark") == 2 * layers
+    for cfg, shared in zip(cfgs, caches, strict=True):
+        alone = engine.ChannelSparseCache()
+        with torch.inference_mode(), build_press(cfg.press)(loaded.model):
+            loaded.model.model(input_ids=ids, past_key_values=alone)
+        for solo_layer, shared_layer in zip(alone.layers, shared.layers, strict=True):
+            assert torch.equal(solo_layer.keys, shared_layer.keys), cfg.press
+            assert torch.equal(solo_layer.values, shared_layer.values), cfg.press
+        assert memory.cache_bytes(alone) == memory.cache_bytes(shared)
 
 
 GROUPS = {"sdpa": SDPA_PRESSES, "pyramid": PYRAMID_PRESSES, "eager": [EAGER, "snapkv", "no_press"]}

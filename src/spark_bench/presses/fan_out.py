@@ -8,6 +8,13 @@ makes, with the point's cache in place of the model's), and then frees the share
 cache ends as the press alone would have left it, and peak memory is about one dense layer on
 top of the compressed caches.
 
+Points of a sweep often start alike: snapkv, snap_think and snap_spark at one budget all begin
+with the same SnapKV scoring of the same layer. A first stage that is a pure scorer
+(``SHAREABLE_STAGES``: its kept tokens follow from its settings and the layer alone) runs once
+per layer for all presses whose first stage equals it; the others get copies of the tokens it
+kept and go on with their own later stages, so each cache is still the one its press alone
+leaves. SparK and ThinK, which prune in place or draw recovery samples, always run themselves.
+
 Two things would make a shared prefill differ from a solo one, and ``engine.unshareable`` says so:
 a press that switches the model's attention for its prefill (``PyramidKVPress`` to per-layer
 SDPA; eager attention for attention-reading presses is a model setting) must share only with
@@ -17,13 +24,38 @@ presses that leave the same attention, and a press that hooks the model its own 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from kvpress import BasePress
+import torch
+from kvpress import (
+    BasePress,
+    ComposedPress,
+    ExpectedAttentionPress,
+    KnormPress,
+    ObservedAttentionPress,
+    SnapKVPress,
+    StreamingLLMPress,
+    TOVAPress,
+)
 from kvpress.presses.base_press import is_prefilling
 from transformers import Cache
+
+from spark_bench.presses.pyramidkv import PyramidKVPress
+
+# kvpress scorers with the standard hook (score each token, keep the top ones, no state between
+# calls), exactly these types: a subclass may score with state, as RandomPress draws.
+SHAREABLE_STAGES = (
+    SnapKVPress,
+    PyramidKVPress,
+    ExpectedAttentionPress,
+    ObservedAttentionPress,
+    StreamingLLMPress,
+    TOVAPress,
+    KnormPress,
+)
 
 
 def custom_hooks(press: BasePress | None) -> bool:
@@ -77,13 +109,60 @@ class FanOutPress(BasePress):
         layer_idx = module.layer_idx
         layer = shared.layers[layer_idx]
         keys, values = layer.keys, layer.values
+        stages = [_shareable_first_stage(press) for press in self.presses]
+        kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # first stage's output by press index
         for index, (press, cache) in enumerate(zip(self.presses, self.caches, strict=True)):
             cache.update(keys, values, layer_idx)  # a copy, as the model's own update makes
             if press is None:
                 continue
             start = time.perf_counter()
-            press.forward_hook(module, input, {**kwargs, "past_key_values": cache}, output)
+            with _first_stage_shared(stages, index, kept, cache.layers[layer_idx]):
+                press.forward_hook(module, input, {**kwargs, "past_key_values": cache}, output)
             self.compress_s[index] += time.perf_counter() - start
         # every press holds its own copy now: the shared layer is not read again
         layer.keys, layer.values = keys[:, :, :0].clone(), values[:, :, :0].clone()
         return output
+
+
+def _shareable_first_stage(press: BasePress | None) -> BasePress | None:
+    """The stage ``press`` starts with (itself, or a composed press's first), where its output
+    may be shared with an equal stage's (``SHAREABLE_STAGES``); else None."""
+    stage = press.presses[0] if isinstance(press, ComposedPress) and press.presses else press
+    return stage if type(stage) in SHAREABLE_STAGES else None
+
+
+@contextlib.contextmanager
+def _first_stage_shared(
+    stages: Sequence[BasePress | None],
+    index: int,
+    kept: dict[int, tuple[torch.Tensor, torch.Tensor]],
+    layer,
+) -> Iterator[None]:
+    """While press ``index`` runs on ``layer``: if an earlier press's first stage equals its own
+    (same type and settings), its first stage copies that stage's kept tokens instead of scoring
+    again; if a later press's equals it, the tokens it keeps are saved in ``kept`` for them.
+    Copies both ways: a later stage (ThinK) prunes the layer's tensors in place."""
+    stage = stages[index]
+    if stage is None:
+        yield
+        return
+    earlier = next((i for i in range(index) if stages[i] == stage), None)
+    wanted_later = any(other == stage for other in stages[index + 1 :])
+    if earlier is None and not wanted_later:
+        yield
+        return
+
+    def hook(module, input, kwargs, output):
+        if earlier is not None:
+            keys, values = kept[earlier]
+            layer.keys, layer.values = keys.clone(), values.clone()
+            return output
+        output = type(stage).forward_hook(stage, module, input, kwargs, output)
+        kept[index] = (layer.keys.clone(), layer.values.clone())
+        return output
+
+    stage.forward_hook = hook  # the instance's: ComposedPress calls its stages' hooks by name
+    try:
+        yield
+    finally:
+        del stage.forward_hook
