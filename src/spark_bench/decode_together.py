@@ -166,10 +166,15 @@ def batches(model: PreTrainedModel) -> bool:
 def float32_matmul_precision(device: torch.device) -> str:
     """How float32 matrix products run on ``device``: "ieee" (full float32), "tf32" or "bf16".
     The most specific of torch's settings that is set (the backend's matmul, the backend, every
-    backend) decides; torch without these settings has only the global precision to ask."""
+    backend) decides; torch without these settings has only the global precision to ask. On
+    other devices than the CPU and CUDA, where we have measured nothing: "unknown"."""
     backends = torch.backends
-    backend = backends.cuda if device.type == "cuda" else backends.mkldnn
-    settings = [getattr(backend, "matmul", None), backend, backends]
+    if device.type not in ("cpu", "cuda"):
+        return "unknown"
+    if device.type == "cuda":  # torch keeps the CUDA backend's own level under ``cudnn``
+        settings = [backends.cuda.matmul, backends.cudnn, backends]
+    else:
+        settings = [getattr(backends.mkldnn, "matmul", None), backends.mkldnn, backends]
     chosen = [getattr(setting, "fp32_precision", None) for setting in settings]
     if all(choice is None for choice in chosen):  # before torch 2.9
         return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
