@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from kvpress import SnapKVPress
+from kvpress import ComposedPress, SnapKVPress, ThinKPress
 
 from spark_bench import decode_together, engine, memory, tasks
 from spark_bench.models import load_model, restore_attention
@@ -155,6 +155,52 @@ def test_an_equal_scoring_stage_runs_once_per_layer_and_each_cache_is_as_alone(m
         assert memory.cache_bytes(alone) == memory.cache_bytes(shared)
 
 
+def _prefills_as_alone(loaded, presses, alone_presses, ids):
+    caches, _ = engine.prefill_fanned_out(loaded.model, presses, ids)
+    for press, shared in zip(alone_presses, caches, strict=True):
+        alone = engine.ChannelSparseCache()
+        with torch.inference_mode(), press(loaded.model):
+            loaded.model.model(input_ids=ids, past_key_values=alone)
+        assert [layer.get_seq_length() for layer in alone.layers] == [
+            layer.get_seq_length() for layer in shared.layers
+        ], press
+        for solo_layer, shared_layer in zip(alone.layers, shared.layers, strict=True):
+            assert torch.equal(solo_layer.keys, shared_layer.keys), press
+            assert torch.equal(solo_layer.values, shared_layer.values), press
+
+
+def _window(ratio: float) -> SnapKVPress:
+    return SnapKVPress(compression_ratio=ratio, window_size=16)
+
+
+def test_a_composed_press_may_score_first_for_a_plain_one_and_no_hook_is_left_behind():
+    loaded = load_model(compose_config(["model=tiny-llama"]).model)
+    ids = torch.randint(
+        0, loaded.model.config.vocab_size, (1, 100), generator=torch.Generator().manual_seed(1)
+    )
+
+    def presses():
+        return [ComposedPress([_window(0.4), ThinKPress(0.5, window_size=16)]), _window(0.4)]
+
+    shared = presses()
+    _prefills_as_alone(loaded, shared, presses(), ids)
+    assert all("forward_hook" not in vars(stage) for stage in [shared[0].presses[0], shared[1]])
+
+
+def test_a_stage_used_twice_in_one_press_is_shared_only_for_its_first_use():
+    """A composed press may name one stage object twice: its output is the first use's."""
+    loaded = load_model(compose_config(["model=tiny-llama"]).model)
+    ids = torch.randint(
+        0, loaded.model.config.vocab_size, (1, 100), generator=torch.Generator().manual_seed(1)
+    )
+
+    def presses():
+        twice = _window(0.4)
+        return [ComposedPress([twice, ThinKPress(0.5, window_size=16), twice]), _window(0.4)]
+
+    _prefills_as_alone(loaded, presses(), presses(), ids)
+
+
 GROUPS = {"sdpa": SDPA_PRESSES, "pyramid": PYRAMID_PRESSES, "eager": [EAGER, "snapkv", "no_press"]}
 
 
@@ -251,44 +297,43 @@ def test_batched_attention_is_not_wrapped_by_kvpress_whatever_is_imported_first(
     subprocess.run([sys.executable, "-c", check], check=True, capture_output=True, text=True)
 
 
-def _reduced_cpu_matmuls(precision: str):
-    @contextlib.contextmanager
-    def reduced():
-        before = torch.backends.mkldnn.matmul.fp32_precision
-        torch.backends.mkldnn.matmul.fp32_precision = precision
-        try:
-            yield
-        finally:
-            torch.backends.mkldnn.matmul.fp32_precision = before
-
-    return reduced
+# torch's float32 precision settings, parents before children: setting a parent also sets the
+# children left at "none", so they are put back in this order
+_PRECISION_SETTINGS = ("", "cudnn", "cudnn.conv", "cudnn.rnn", "cuda.matmul", "mkldnn", "mkldnn.matmul")
 
 
-@contextlib.contextmanager
-def _reduced_everywhere():
-    before = torch.backends.fp32_precision
-    torch.backends.fp32_precision = "tf32"
-    try:
-        yield
-    finally:
-        torch.backends.fp32_precision = before
+def _setting_object(path: str):
+    target = torch.backends
+    for name in filter(None, path.split(".")):
+        target = getattr(target, name)
+    return target
 
 
-@contextlib.contextmanager
-def _legacy_high_precision():
-    torch.set_float32_matmul_precision("high")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision("highest")
+@pytest.fixture
+def float32_precision():
+    """Lets a test change torch's float32 precision settings; all are put back after it."""
+    before = {path: _setting_object(path).fp32_precision for path in _PRECISION_SETTINGS}
+    yield
+    for path, value in before.items():
+        _setting_object(path).fp32_precision = value
 
 
-@pytest.mark.parametrize(
-    "reduced",
-    [_reduced_cpu_matmuls("bf16"), _reduced_cpu_matmuls("tf32"), _reduced_everywhere, _legacy_high_precision],
-    ids=["cpu-matmul-bf16", "cpu-matmul-tf32", "every-backend-tf32", "set_float32_matmul_precision-high"],
-)
-def test_float32_with_reduced_precision_products_decodes_one_by_one(monkeypatch, reduced):
+def _reduced(path: str, precision: str):
+    return lambda: setattr(_setting_object(path), "fp32_precision", precision)
+
+
+REDUCED_CPU = {
+    "cpu-matmul-bf16": _reduced("mkldnn.matmul", "bf16"),
+    "cpu-matmul-tf32": _reduced("mkldnn.matmul", "tf32"),
+    "cpu-backend-bf16": _reduced("mkldnn", "bf16"),
+    "every-backend-tf32": _reduced("", "tf32"),
+    "set_float32_matmul_precision-high": lambda: torch.set_float32_matmul_precision("high"),
+    "set_float32_matmul_precision-medium": lambda: torch.set_float32_matmul_precision("medium"),
+}
+
+
+@pytest.mark.parametrize("reduce", REDUCED_CPU.values(), ids=list(REDUCED_CPU))
+def test_float32_with_reduced_precision_products_decodes_one_by_one(monkeypatch, float32_precision, reduce):
     """The near-tie margin was measured with full float32 products: where a float32 model's
     products run in TF32 or bf16 inside (``torch.set_float32_matmul_precision("high")``, common
     in training code), a batched step rounds far more than the margin allows, so the points
@@ -300,10 +345,36 @@ def test_float32_with_reduced_precision_products_decodes_one_by_one(monkeypatch,
         raise AssertionError("decoded as a batch under reduced-precision float32 products")
 
     monkeypatch.setattr(decode_together, "greedy_together", batched)
-    with reduced():
-        assert not decode_together.batches(loaded.model)
-        together = engine.answer_shared(
-            loaded.model, loaded.tokenizer, presses(), prompt, [8], [None] * 3, True
-        )
+    reduce()
+    assert not decode_together.batches(loaded.model)
+    together = engine.answer_shared(loaded.model, loaded.tokenizer, presses(), prompt, [8], [None] * 3, True)
     assert all(len(own) == 1 and own[0].decode_s > 0 for own in together)
-    assert decode_together.batches(loaded.model)  # full precision again
+
+
+REDUCED_CUDA = {
+    "cuda-matmul-tf32": _reduced("cuda.matmul", "tf32"),
+    "cuda-backend-tf32": _reduced("cudnn", "tf32"),  # the CUDA backend's own level
+    "every-backend-tf32": _reduced("", "tf32"),
+    "allow_tf32": lambda: setattr(torch.backends.cuda.matmul, "allow_tf32", True),
+    "set_float32_matmul_precision-high": lambda: torch.set_float32_matmul_precision("high"),
+}
+
+
+@pytest.mark.parametrize("reduce", REDUCED_CUDA.values(), ids=list(REDUCED_CUDA))
+def test_float32_precision_of_cuda_products_is_read_from_the_cuda_settings(float32_precision, reduce):
+    """The settings can be changed without a GPU: each of these makes CUDA's float32 products
+    TF32, so a GPU job decodes one by one."""
+    cuda = torch.device("cuda")
+    assert decode_together.float32_matmul_precision(cuda) == "ieee"
+    reduce()
+    assert decode_together.float32_matmul_precision(cuda) == "tf32"
+
+
+def test_an_explicit_full_precision_below_a_reduced_parent_is_full_precision(float32_precision):
+    _setting_object("").fp32_precision = "tf32"
+    _setting_object("cuda.matmul").fp32_precision = "ieee"
+    assert decode_together.float32_matmul_precision(torch.device("cuda")) == "ieee"
+
+
+def test_a_device_we_have_not_measured_does_not_decode_in_batches():
+    assert decode_together.float32_matmul_precision(torch.device("meta")) == "unknown"

@@ -127,7 +127,8 @@ class FanOutPress(BasePress):
 def _shareable_first_stage(press: BasePress | None) -> BasePress | None:
     """The stage ``press`` starts with (itself, or a composed press's first), where its output
     may be shared with an equal stage's (``SHAREABLE_STAGES``); else None."""
-    stage = press.presses[0] if isinstance(press, ComposedPress) and press.presses else press
+    # exactly ComposedPress: a subclass may run its stages its own way
+    stage = press.presses[0] if type(press) is ComposedPress and press.presses else press
     return stage if type(stage) in SHAREABLE_STAGES else None
 
 
@@ -153,6 +154,7 @@ def _first_stage_shared(
         return
 
     def hook(module, input, kwargs, output):
+        del stage.forward_hook  # its first use only: a press may use one stage object twice
         if earlier is not None:
             keys, values = kept[earlier]
             layer.keys, layer.values = keys.clone(), values.clone()
@@ -165,4 +167,4 @@ def _first_stage_shared(
     try:
         yield
     finally:
-        del stage.forward_hook
+        vars(stage).pop("forward_hook", None)
