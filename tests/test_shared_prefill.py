@@ -139,24 +139,20 @@ def test_an_equal_scoring_stage_runs_once_per_layer_and_each_cache_is_as_alone(m
     ]
     loaded = load_model(cfgs[0].model)
     layers = loaded.model.config.num_hidden_layers
-    ids = torch.randint(
-        0, loaded.model.config.vocab_size, (1, 160), generator=torch.Generator().manual_seed(0)
-    )
+    ids = _random_ids(loaded, 160, seed=0)
     caches, _ = engine.prefill_fanned_out(loaded.model, [build_press(cfg.press) for cfg in cfgs], ids)
     assert calls[("snapkv", 0.4)] == layers and calls[("snapkv", 0.2)] == layers
     assert sum(n for (name, _), n in calls.items() if name == "spark") == 2 * layers
-    for cfg, shared in zip(cfgs, caches, strict=True):
-        alone = engine.ChannelSparseCache()
-        with torch.inference_mode(), build_press(cfg.press)(loaded.model):
-            loaded.model.model(input_ids=ids, past_key_values=alone)
-        for solo_layer, shared_layer in zip(alone.layers, shared.layers, strict=True):
-            assert torch.equal(solo_layer.keys, shared_layer.keys), cfg.press
-            assert torch.equal(solo_layer.values, shared_layer.values), cfg.press
-        assert memory.cache_bytes(alone) == memory.cache_bytes(shared)
+    _as_alone(loaded, caches, [build_press(cfg.press) for cfg in cfgs], ids)
 
 
-def _prefills_as_alone(loaded, presses, alone_presses, ids):
-    caches, _ = engine.prefill_fanned_out(loaded.model, presses, ids)
+def _random_ids(loaded, tokens: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, loaded.model.config.vocab_size, (1, tokens), generator=generator)
+
+
+def _as_alone(loaded, caches, alone_presses, ids) -> None:
+    """Each of ``caches`` (from a shared prefill of ``ids``) is the one its press leaves alone."""
     for press, shared in zip(alone_presses, caches, strict=True):
         alone = engine.ChannelSparseCache()
         with torch.inference_mode(), press(loaded.model):
@@ -167,6 +163,11 @@ def _prefills_as_alone(loaded, presses, alone_presses, ids):
         for solo_layer, shared_layer in zip(alone.layers, shared.layers, strict=True):
             assert torch.equal(solo_layer.keys, shared_layer.keys), press
             assert torch.equal(solo_layer.values, shared_layer.values), press
+        assert memory.cache_bytes(alone) == memory.cache_bytes(shared), press
+
+
+def _prefills_as_alone(loaded, presses, alone_presses, ids) -> None:
+    _as_alone(loaded, engine.prefill_fanned_out(loaded.model, presses, ids)[0], alone_presses, ids)
 
 
 def _window(ratio: float) -> SnapKVPress:
@@ -175,9 +176,7 @@ def _window(ratio: float) -> SnapKVPress:
 
 def test_a_composed_press_may_score_first_for_a_plain_one_and_no_hook_is_left_behind():
     loaded = load_model(compose_config(["model=tiny-llama"]).model)
-    ids = torch.randint(
-        0, loaded.model.config.vocab_size, (1, 100), generator=torch.Generator().manual_seed(1)
-    )
+    ids = _random_ids(loaded, 100, seed=1)
 
     def presses():
         return [ComposedPress([_window(0.4), ThinKPress(0.5, window_size=16)]), _window(0.4)]
@@ -190,9 +189,7 @@ def test_a_composed_press_may_score_first_for_a_plain_one_and_no_hook_is_left_be
 def test_a_stage_used_twice_in_one_press_is_shared_only_for_its_first_use():
     """A composed press may name one stage object twice: its output is the first use's."""
     loaded = load_model(compose_config(["model=tiny-llama"]).model)
-    ids = torch.randint(
-        0, loaded.model.config.vocab_size, (1, 100), generator=torch.Generator().manual_seed(1)
-    )
+    ids = _random_ids(loaded, 100, seed=1)
 
     def presses():
         twice = _window(0.4)
